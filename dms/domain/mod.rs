@@ -1,0 +1,20 @@
+//! The market-data domain: symbols, markets, intervals, bars, ranges, corporate actions and the
+//! timestamp rules of DESIGN §1.
+//!
+//! Everything here is pure: no IO and no clock reads. Functions that need "now" take it as an
+//! argument so that tests can pin it.
+
+mod action;
+mod bar;
+mod interval;
+mod market;
+mod range;
+mod symbol;
+pub mod time;
+
+pub use action::{ActionKind, CorporateAction};
+pub use bar::{Bar, BarError, SourceKind};
+pub use interval::Interval;
+pub use market::Market;
+pub use range::{RangeError, TimeRange};
+pub use symbol::{SeriesKey, Symbol, SymbolError};

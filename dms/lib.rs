@@ -1,0 +1,15 @@
+//! DMS: a market-data maintenance service.
+//!
+//! DMS keeps historical OHLCV bars complete, correct and replicated, and serves them to
+//! backtests fast. See `ARCHITECTURE.md` for the bird's-eye view and `../shared/DESIGN.md` for
+//! the external contract.
+//!
+//! # Layout
+//! - [`domain`]: symbols, intervals, bars, ranges, timestamp rules. Pure.
+//! - [`validate`]: the rules every bar passes; builds the only type a store accepts.
+//! - [`store`]: the `Store` trait, the embedded (SQLite) and InfluxDB stores, the metadata db.
+//! - [`ingest`]: the write path around the primary: change log, cache invalidation, metrics.
+
+pub mod domain;
+pub mod store;
+pub mod validate;

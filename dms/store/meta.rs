@@ -1,0 +1,869 @@
+//! The metadata database: a local SQLite file (`meta.db` under `storage.data_dir`) holding
+//! everything about the data that is not bars — the universe, jobs and their logs, the change
+//! log, each backup node's acked sequence, quarantined bars and confirmed-empty sessions.
+//!
+//! # The change log
+//! Every accepted write gets a sequence number *before* it reaches the primary (`begin_change`,
+//! state `pending`) and is marked `committed` once the primary acknowledged it. Replication
+//! ships committed entries in sequence order and never past a pending one, so it can never ack
+//! a change whose bars it could not yet read from the primary. An entry left pending by a crash
+//! is committed at start-up ([`MetaDb::recover_pending`]): re-shipping a range is idempotent,
+//! losing one is not. A write that failed cleanly removes its entry (`abort_change`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Interval, SeriesKey, Symbol, TimeRange, time};
+use crate::validate::Rejection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE universe (
+    symbol      TEXT PRIMARY KEY,
+    entry       TEXT NOT NULL,            -- JSON of UniverseEntry
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    task         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    params       TEXT NOT NULL,           -- JSON
+    progress_done  INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER NOT NULL DEFAULT 0,
+    counters     TEXT NOT NULL DEFAULT '{}',   -- JSON
+    errors       TEXT NOT NULL DEFAULT '[]',   -- JSON list
+    checkpoint   TEXT,                    -- JSON, for resuming
+    created_at   INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER
+);
+CREATE INDEX jobs_by_status ON jobs (status, id);
+CREATE TABLE job_logs (
+    job_id   INTEGER NOT NULL REFERENCES jobs(id),
+    line     INTEGER NOT NULL,
+    ts       INTEGER NOT NULL,
+    level    TEXT NOT NULL,
+    message  TEXT NOT NULL,
+    PRIMARY KEY (job_id, line)
+) WITHOUT ROWID;
+CREATE TABLE change_log (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    symbol      TEXT NOT NULL,
+    interval    TEXT NOT NULL,
+    start_ts    INTEGER NOT NULL,
+    end_ts      INTEGER NOT NULL,
+    bar_count   INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE node_acks (
+    node        TEXT PRIMARY KEY,
+    acked_seq   INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE quality (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    symbol      TEXT NOT NULL,
+    interval    TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    rule        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    bar         TEXT NOT NULL,            -- JSON of the rejected values
+    source      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX quality_by_series ON quality (symbol, interval, ts);
+CREATE TABLE empty_sessions (
+    symbol       TEXT NOT NULL,
+    interval     TEXT NOT NULL,
+    session      TEXT NOT NULL,           -- YYYY-MM-DD, exchange-local
+    source       TEXT NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval, session)
+) WITHOUT ROWID;
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("metadata database: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("metadata database: {0}")]
+    Io(String),
+}
+
+impl From<rusqlite::types::FromSqlError> for MetaError {
+    fn from(e: rusqlite::types::FromSqlError) -> MetaError {
+        MetaError::Sql(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Null,
+            Box::new(e),
+        ))
+    }
+}
+
+/// One change-log entry: a write of `count` bars of `series` within `range`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub seq: u64,
+    pub symbol: Symbol,
+    pub interval: Interval,
+    pub start: i64,
+    pub end: i64,
+    pub count: u64,
+    pub created_at: i64,
+}
+
+impl Change {
+    pub fn series(&self) -> SeriesKey {
+        SeriesKey::new(self.symbol.clone(), self.interval)
+    }
+}
+
+/// A universe entry (DESIGN §2 `universe`), persisted so that API changes survive restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniverseEntry {
+    pub symbol: Symbol,
+    pub source: crate::domain::SourceKind,
+    #[serde(default = "default_intervals")]
+    pub intervals: Vec<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<crate::domain::Market>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futu_code: Option<String>,
+    /// First date to fetch (`YYYY-MM-DD`); `history.default_start_years` back when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+fn default_intervals() -> Vec<Interval> {
+    vec![Interval::D1]
+}
+
+/// A quarantined bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QualityRecord {
+    pub id: u64,
+    pub symbol: Symbol,
+    pub interval: Interval,
+    pub ts: i64,
+    pub rule: String,
+    pub reason: String,
+    pub bar: serde_json::Value,
+    pub source: String,
+    pub created_at: i64,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: u64,
+    pub task: String,
+    pub status: String,
+    pub params: serde_json::Value,
+    pub progress_done: u64,
+    pub progress_total: u64,
+    pub counters: serde_json::Value,
+    pub errors: serde_json::Value,
+    pub checkpoint: Option<serde_json::Value>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobLogLine {
+    pub line: u64,
+    pub ts: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// The metadata database. Cheap to clone; calls run on tokio's blocking pool.
+#[derive(Clone)]
+pub struct MetaDb {
+    path: PathBuf,
+    /// One connection: metadata operations are small and SQLite has a single writer. A std
+    /// `Mutex` held only inside `spawn_blocking`.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl MetaDb {
+    pub fn open(path: &Path) -> Result<MetaDb, MetaError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MetaError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )?;
+        let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(MetaDb {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| MetaError::Io(format!("metadata task failed: {e}")))?
+    }
+
+    // ----- change log -----
+
+    /// Reserves the next sequence number for a write about to reach the primary.
+    pub async fn begin_change(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        count: u64,
+    ) -> Result<u64, MetaError> {
+        let (symbol, interval) = (series.symbol.clone(), series.interval);
+        self.run(move |c| {
+            let seq: i64 = c
+                .prepare_cached(
+                    "INSERT INTO change_log (symbol, interval, start_ts, end_ts, bar_count, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) RETURNING seq",
+                )?
+                .query_row(
+                    params![symbol.as_str(), interval.as_str(), range.start(), range.end(), count as i64, now()],
+                    |r| r.get(0),
+                )?;
+            Ok(seq as u64)
+        })
+        .await
+    }
+
+    /// Marks a change as acknowledged by the primary: replication may ship it.
+    pub async fn commit_change(&self, seq: u64) -> Result<(), MetaError> {
+        self.run(move |c| {
+            c.prepare_cached("UPDATE change_log SET state = 'committed' WHERE seq = ?1")?
+                .execute(params![seq as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a change whose write failed before reaching the primary.
+    pub async fn abort_change(&self, seq: u64) -> Result<(), MetaError> {
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM change_log WHERE seq = ?1 AND state = 'pending'")?
+                .execute(params![seq as i64])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commits entries a crash left pending; returns how many. Run at start-up before anything
+    /// writes.
+    pub async fn recover_pending(&self) -> Result<u64, MetaError> {
+        self.run(|c| {
+            Ok(c.execute(
+                "UPDATE change_log SET state = 'committed' WHERE state = 'pending'",
+                [],
+            )? as u64)
+        })
+        .await
+    }
+
+    /// Committed changes after `since`, in order, at most `limit`, stopping before the first
+    /// pending entry.
+    pub async fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Change>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, symbol, interval, start_ts, end_ts, bar_count, state, created_at
+                 FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![since as i64, limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                if r.get_ref(6)?.as_str()? != "committed" {
+                    break;
+                }
+                let Ok(interval) = r.get_ref(2)?.as_str()?.parse() else {
+                    continue;
+                };
+                out.push(Change {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    symbol: Symbol::opaque(r.get_ref(1)?.as_str()?),
+                    interval,
+                    start: r.get(3)?,
+                    end: r.get(4)?,
+                    count: r.get::<_, i64>(5)? as u64,
+                    created_at: r.get(7)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The highest sequence number handed out (0 when none).
+    pub async fn last_seq(&self) -> Result<u64, MetaError> {
+        self.run(|c| {
+            Ok(
+                c.query_row("SELECT coalesce(max(seq), 0) FROM change_log", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            )
+        })
+        .await
+    }
+
+    // ----- node acks -----
+
+    pub async fn set_acked(&self, node: &str, seq: u64) -> Result<(), MetaError> {
+        let node = node.to_string();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO node_acks (node, acked_seq, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq),
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![node, seq as i64, now()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn acked(&self, node: &str) -> Result<u64, MetaError> {
+        let node = node.to_string();
+        self.run(move |c| {
+            Ok(
+                c.prepare_cached("SELECT acked_seq FROM node_acks WHERE node = ?1")?
+                    .query_row(params![node], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .unwrap_or(0) as u64,
+            )
+        })
+        .await
+    }
+
+    // ----- quality -----
+
+    /// Quarantines rejected bars.
+    pub async fn quarantine(&self, rejections: &[Rejection]) -> Result<(), MetaError> {
+        if rejections.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = rejections
+            .iter()
+            .map(|r| {
+                let bar = serde_json::json!({
+                    "open": r.bar.open, "high": r.bar.high, "low": r.bar.low, "close": r.bar.close,
+                    "volume": r.bar.volume, "adj_close": r.bar.adj_close,
+                });
+                (
+                    r.series.symbol.to_string(),
+                    r.series.interval.as_str(),
+                    r.bar.ts,
+                    r.rule,
+                    r.reason.clone(),
+                    bar.to_string(),
+                    r.bar.source.as_str(),
+                )
+            })
+            .collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO quality (symbol, interval, ts, rule, reason, bar, source, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let t = now();
+                for (symbol, interval, ts, rule, reason, bar, source) in rows {
+                    stmt.execute(params![symbol, interval, ts, rule, reason, bar, source, t])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Quarantined bars, optionally of some symbols and one interval, newest first.
+    pub async fn quality(
+        &self,
+        symbols: Option<Vec<Symbol>>,
+        interval: Option<Interval>,
+        limit: usize,
+    ) -> Result<Vec<QualityRecord>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, symbol, interval, ts, rule, reason, bar, source, created_at FROM quality
+                 WHERE (?1 IS NULL OR interval = ?1) ORDER BY id DESC",
+            )?;
+            let mut rows = stmt.query(params![interval.map(|i| i.as_str())])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let symbol = Symbol::opaque(r.get_ref(1)?.as_str()?);
+                if symbols.as_ref().is_some_and(|s| !s.contains(&symbol)) {
+                    continue;
+                }
+                let Ok(interval) = r.get_ref(2)?.as_str()?.parse() else {
+                    continue;
+                };
+                out.push(QualityRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    symbol,
+                    interval,
+                    ts: r.get(3)?,
+                    rule: r.get(4)?,
+                    reason: r.get(5)?,
+                    bar: serde_json::from_str(r.get_ref(6)?.as_str()?)?,
+                    source: r.get(7)?,
+                    created_at: r.get(8)?,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    // ----- confirmed-empty sessions -----
+
+    /// Records that the source confirmed `session` (exchange-local date) has no bars.
+    pub async fn record_empty_session(
+        &self,
+        series: &SeriesKey,
+        session: chrono::NaiveDate,
+        source: &str,
+    ) -> Result<(), MetaError> {
+        let (symbol, interval, source) = (
+            series.symbol.to_string(),
+            series.interval,
+            source.to_string(),
+        );
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO empty_sessions (symbol, interval, session, source, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![symbol, interval.as_str(), session.format("%Y-%m-%d").to_string(), source, now()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sessions of `series` confirmed empty, sorted.
+    pub async fn empty_sessions(
+        &self,
+        series: &SeriesKey,
+    ) -> Result<Vec<chrono::NaiveDate>, MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval);
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT session FROM empty_sessions WHERE symbol = ?1 AND interval = ?2 ORDER BY session",
+            )?;
+            let rows = stmt.query_map(params![symbol, interval.as_str()], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for s in rows {
+                if let Ok(d) = chrono::NaiveDate::parse_from_str(&s?, "%Y-%m-%d") {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    // ----- universe -----
+
+    pub async fn universe(&self) -> Result<Vec<UniverseEntry>, MetaError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached("SELECT entry FROM universe ORDER BY symbol")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for e in rows {
+                out.push(serde_json::from_str(&e?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Adds or replaces an entry; returns whether it was new.
+    pub async fn upsert_universe(&self, entry: &UniverseEntry) -> Result<bool, MetaError> {
+        let json = serde_json::to_string(entry)?;
+        let symbol = entry.symbol.to_string();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let existed = tx
+                .query_row(
+                    "SELECT 1 FROM universe WHERE symbol = ?1",
+                    params![symbol],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            tx.execute(
+                "INSERT OR REPLACE INTO universe (symbol, entry, updated_at) VALUES (?1, ?2, ?3)",
+                params![symbol, json, now()],
+            )?;
+            tx.commit()?;
+            Ok(!existed)
+        })
+        .await
+    }
+
+    /// Removes an entry; returns whether it existed.
+    pub async fn remove_universe(&self, symbol: &Symbol) -> Result<bool, MetaError> {
+        let symbol = symbol.to_string();
+        self.run(move |c| {
+            Ok(c.execute("DELETE FROM universe WHERE symbol = ?1", params![symbol])? > 0)
+        })
+        .await
+    }
+
+    // ----- jobs -----
+
+    pub async fn create_job(
+        &self,
+        task: &str,
+        job_params: &serde_json::Value,
+    ) -> Result<u64, MetaError> {
+        let (task, p) = (task.to_string(), job_params.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO jobs (task, status, params, created_at) VALUES (?1, 'queued', ?2, ?3)",
+                params![task, p, now()],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+        .await
+    }
+
+    /// Moves a job to `status`, stamping `started_at` for `running` and `finished_at` for the
+    /// final states.
+    pub async fn set_job_status(&self, id: u64, status: &str) -> Result<(), MetaError> {
+        let status = status.to_string();
+        self.run(move |c| {
+            let t = now();
+            c.execute(
+                "UPDATE jobs SET status = ?2,
+                     started_at = CASE WHEN ?2 = 'running' THEN coalesce(started_at, ?3) ELSE started_at END,
+                     finished_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'cancelled') THEN ?3 ELSE finished_at END
+                 WHERE id = ?1",
+                params![id as i64, status, t],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records progress, counters, errors and the resume checkpoint in one step.
+    pub async fn update_job(
+        &self,
+        id: u64,
+        done: u64,
+        total: u64,
+        counters: &serde_json::Value,
+        errors: &serde_json::Value,
+        checkpoint: Option<&serde_json::Value>,
+    ) -> Result<(), MetaError> {
+        let (counters, errors, checkpoint) = (
+            counters.to_string(),
+            errors.to_string(),
+            checkpoint.map(|c| c.to_string()),
+        );
+        self.run(move |c| {
+            c.execute(
+                "UPDATE jobs SET progress_done = ?2, progress_total = ?3, counters = ?4, errors = ?5,
+                     checkpoint = coalesce(?6, checkpoint) WHERE id = ?1",
+                params![id as i64, done as i64, total as i64, counters, errors, checkpoint],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn job(&self, id: u64) -> Result<Option<JobRecord>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!("{JOB_SELECT} WHERE id = ?1"))?;
+            let mut rows = stmt.query(params![id as i64])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(job_row(r)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Jobs, newest first, optionally with one status; `page` counts from 1.
+    pub async fn jobs(
+        &self,
+        status: Option<String>,
+        page: u64,
+        page_size: u64,
+    ) -> Result<Vec<JobRecord>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{JOB_SELECT} WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+            ))?;
+            let offset = page.saturating_sub(1).saturating_mul(page_size);
+            let mut rows = stmt.query(params![status, page_size as i64, offset as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(job_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn append_job_log(
+        &self,
+        id: u64,
+        level: &str,
+        message: &str,
+    ) -> Result<(), MetaError> {
+        let (level, message) = (level.to_string(), message.to_string());
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO job_logs (job_id, line, ts, level, message)
+                 VALUES (?1, (SELECT coalesce(max(line), 0) + 1 FROM job_logs WHERE job_id = ?1), ?2, ?3, ?4)",
+            )?
+            .execute(params![id as i64, now(), level, message])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn job_log(&self, id: u64) -> Result<Vec<JobLogLine>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT line, ts, level, message FROM job_logs WHERE job_id = ?1 ORDER BY line",
+            )?;
+            let rows = stmt.query_map(params![id as i64], |r| {
+                Ok(JobLogLine {
+                    line: r.get::<_, i64>(0)? as u64,
+                    ts: r.get(1)?,
+                    level: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+const JOB_SELECT: &str =
+    "SELECT id, task, status, params, progress_done, progress_total, counters, errors,
+    checkpoint, created_at, started_at, finished_at FROM jobs";
+
+fn job_row(r: &rusqlite::Row<'_>) -> Result<JobRecord, MetaError> {
+    let json = |i: usize| -> Result<serde_json::Value, MetaError> {
+        Ok(serde_json::from_str(r.get_ref(i)?.as_str()?)?)
+    };
+    Ok(JobRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        task: r.get(1)?,
+        status: r.get(2)?,
+        params: json(3)?,
+        progress_done: r.get::<_, i64>(4)? as u64,
+        progress_total: r.get::<_, i64>(5)? as u64,
+        counters: json(6)?,
+        errors: json(7)?,
+        checkpoint: match r.get_ref(8)?.as_str_or_null()? {
+            Some(s) => Some(serde_json::from_str(s)?),
+            None => None,
+        },
+        created_at: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Formats an epoch for log lines and errors.
+pub fn fmt_ts(ts: i64) -> String {
+    time::rfc3339(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, MetaDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("meta.db")).unwrap();
+        (dir, db)
+    }
+
+    fn key() -> SeriesKey {
+        SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1)
+    }
+
+    #[tokio::test]
+    async fn replication_never_sees_past_a_pending_change() {
+        let (_d, db) = db();
+        let r = TimeRange::new(0, 86_400).unwrap();
+        let a = db.begin_change(&key(), r, 1).await.unwrap();
+        let b = db.begin_change(&key(), r, 2).await.unwrap();
+        db.commit_change(b).await.unwrap();
+        assert!(
+            db.changes_since(0, 10).await.unwrap().is_empty(),
+            "a is still pending"
+        );
+        db.commit_change(a).await.unwrap();
+        let seqs: Vec<u64> = db
+            .changes_since(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(seqs, [a, b]);
+        assert_eq!(db.changes_since(a, 10).await.unwrap()[0].count, 2);
+        let c = db.begin_change(&key(), r, 3).await.unwrap();
+        db.abort_change(c).await.unwrap();
+        let d = db.begin_change(&key(), r, 4).await.unwrap();
+        assert_eq!(db.recover_pending().await.unwrap(), 1);
+        assert_eq!(db.changes_since(b, 10).await.unwrap()[0].seq, d);
+        assert_eq!(db.last_seq().await.unwrap(), d);
+    }
+
+    #[tokio::test]
+    async fn schema_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let db = MetaDb::open(&path).unwrap();
+            db.set_acked("b1", 7).await.unwrap();
+            db.set_acked("b1", 5).await.unwrap(); // acks never go backwards
+        }
+        let db = MetaDb::open(&path).unwrap();
+        assert_eq!(db.acked("b1").await.unwrap(), 7);
+        assert_eq!(db.acked("nobody").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn universe_jobs_quality_and_empty_sessions_persist() {
+        let (_d, db) = db();
+        let entry: UniverseEntry =
+            serde_json::from_str(r#"{"symbol":"0700.HK","source":"futu","intervals":["1d","1m"]}"#)
+                .unwrap();
+        assert!(db.upsert_universe(&entry).await.unwrap());
+        assert!(!db.upsert_universe(&entry).await.unwrap());
+        assert_eq!(db.universe().await.unwrap(), vec![entry.clone()]);
+        assert!(db.remove_universe(&entry.symbol).await.unwrap());
+        assert!(db.universe().await.unwrap().is_empty());
+
+        let id = db
+            .create_job("backfill", &serde_json::json!({"symbols":["AAPL"]}))
+            .await
+            .unwrap();
+        db.set_job_status(id, "running").await.unwrap();
+        db.append_job_log(id, "info", "fetching AAPL")
+            .await
+            .unwrap();
+        db.append_job_log(id, "warn", "retrying").await.unwrap();
+        db.update_job(
+            id,
+            1,
+            2,
+            &serde_json::json!({"bars_written": 5}),
+            &serde_json::json!([]),
+            None,
+        )
+        .await
+        .unwrap();
+        db.set_job_status(id, "succeeded").await.unwrap();
+        let job = db.job(id).await.unwrap().unwrap();
+        assert_eq!(
+            (job.status.as_str(), job.progress_done, job.progress_total),
+            ("succeeded", 1, 2)
+        );
+        assert!(job.started_at.is_some() && job.finished_at.is_some());
+        assert_eq!(
+            db.job_log(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(
+            db.jobs(Some("succeeded".into()), 1, 20)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            db.jobs(Some("failed".into()), 1, 20)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let bar = crate::domain::Bar {
+            ts: 0,
+            open: 1.0,
+            high: 0.5,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+            adj_close: None,
+            source: crate::domain::SourceKind::Files,
+        };
+        let rej = Rejection {
+            series: key(),
+            bar,
+            rule: "high_below_open_close",
+            reason: "high 0.5 is below max(open, close) 1".into(),
+        };
+        db.quarantine(&[rej]).await.unwrap();
+        let q = db
+            .quality(Some(vec![key().symbol]), Some(Interval::D1), 10)
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].rule, "high_below_open_close");
+        assert!(
+            db.quality(None, Some(Interval::M1), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let d = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        db.record_empty_session(&key(), d, "yahoo").await.unwrap();
+        db.record_empty_session(&key(), d, "yahoo").await.unwrap();
+        assert_eq!(db.empty_sessions(&key()).await.unwrap(), vec![d]);
+    }
+}
