@@ -1,0 +1,3 @@
+//! Shared test helpers: bar builders and store factories.
+
+pub mod bars;

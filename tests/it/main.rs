@@ -1,0 +1,5 @@
+//! Integration tests: one binary, real components (a real `influxd`, a local mock Yahoo, a
+//! fake OpenD), driven through the public API of the `dms` crate and its binary.
+
+mod helpers;
+mod store_suite;
