@@ -10,6 +10,9 @@
 //! - [`store`]: the `Store` trait, the embedded (SQLite) and InfluxDB stores, the metadata db.
 //! - [`ingest`]: the write path around the primary: change log, cache invalidation, metrics.
 
+pub mod config;
 pub mod domain;
+pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod validate;

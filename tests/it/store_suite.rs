@@ -20,7 +20,10 @@ pub async fn rewriting_the_same_batch_leaves_one_copy(s: &dyn Store) {
     assert_eq!(got, b.bars());
     let stats = s.list_series().await.unwrap();
     assert_eq!(stats.len(), 1);
-    assert_eq!((stats[0].count, stats[0].first, stats[0].last), (30, T0, T0 + 29 * DAY));
+    assert_eq!(
+        (stats[0].count, stats[0].first, stats[0].last),
+        (30, T0, T0 + 29 * DAY)
+    );
 }
 
 pub async fn a_changed_bar_overwrites_the_stored_one(s: &dyn Store) {
@@ -53,7 +56,12 @@ pub async fn reads_are_half_open(s: &dyn Store) {
     let r = TimeRange::new(all[99].ts, all[99].ts + 1).unwrap();
     assert_eq!(s.read(&k, r).await.unwrap(), all[99..]);
     // Another interval of the same symbol is another series.
-    assert!(s.read(&key("HALF", Interval::M1), TimeRange::ALL).await.unwrap().is_empty());
+    assert!(
+        s.read(&key("HALF", Interval::M1), TimeRange::ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn latest_covers_a_thousand_series_in_one_call(s: &dyn Store) {
@@ -71,7 +79,12 @@ pub async fn latest_covers_a_thousand_series_in_one_call(s: &dyn Store) {
     assert_eq!(got.len(), 1000);
     assert_eq!(got, expected);
     // A subset, plus series that do not exist.
-    let some = vec![keys[3].clone(), keys[999].clone(), key("NOPE", Interval::D1), key("S0003", Interval::M1)];
+    let some = vec![
+        keys[3].clone(),
+        keys[999].clone(),
+        key("NOPE", Interval::D1),
+        key("S0003", Interval::M1),
+    ];
     let got = s.latest(&some).await.unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[&keys[999]], expected[&keys[999]]);
@@ -81,13 +94,28 @@ pub async fn latest_moves_back_when_the_newest_bars_are_deleted(s: &dyn Store) {
     let k = key("DEL", Interval::D1);
     let all = bars(T0, 10, Interval::D1, 4.0);
     s.write(&batch(&k, all.clone())).await.unwrap();
-    let removed = s.delete(&k, TimeRange::new(all[7].ts, T0 + 100 * DAY).unwrap()).await.unwrap();
+    let removed = s
+        .delete(&k, TimeRange::new(all[7].ts, T0 + 100 * DAY).unwrap())
+        .await
+        .unwrap();
     assert_eq!(removed, 3);
     assert_eq!(s.latest(&[k.clone()]).await.unwrap()[&k], all[6]);
-    let removed = s.delete(&k, TimeRange::new(all[2].ts, all[4].ts).unwrap()).await.unwrap();
+    let removed = s
+        .delete(&k, TimeRange::new(all[2].ts, all[4].ts).unwrap())
+        .await
+        .unwrap();
     assert_eq!(removed, 2);
-    let left: Vec<i64> = s.read(&k, TimeRange::ALL).await.unwrap().iter().map(|b| b.ts).collect();
-    assert_eq!(left, [all[0].ts, all[1].ts, all[4].ts, all[5].ts, all[6].ts]);
+    let left: Vec<i64> = s
+        .read(&k, TimeRange::ALL)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.ts)
+        .collect();
+    assert_eq!(
+        left,
+        [all[0].ts, all[1].ts, all[4].ts, all[5].ts, all[6].ts]
+    );
     let stats = s.list_series().await.unwrap();
     assert_eq!((stats[0].count, stats[0].last), (5, all[6].ts));
     assert_eq!(s.delete(&k, TimeRange::ALL).await.unwrap(), 5);
@@ -111,7 +139,10 @@ pub async fn checksum_changes_when_one_value_changes(s: &dyn Store) {
     assert_ne!(after.checksum, before.checksum);
     // Outside the changed bar the summary is unchanged.
     let head = TimeRange::new(all[0].ts, all[123].ts).unwrap();
-    assert_eq!(s.summary(&k, head).await.unwrap(), RangeSummary::of(&all[..123]));
+    assert_eq!(
+        s.summary(&k, head).await.unwrap(),
+        RangeSummary::of(&all[..123])
+    );
 }
 
 /// Symbols that would break a naive query or line protocol writer, and unicode. Each must be
@@ -139,20 +170,44 @@ pub async fn odd_symbols_round_trip_and_never_alter_a_query(s: &dyn Store) {
         let k = key(sym, Interval::D1);
         let b = bars(T0 + i as i64 * DAY, 3, Interval::D1, i as f64);
         s.write(&batch(&k, b.clone())).await.unwrap();
-        assert_eq!(s.read(&k, TimeRange::ALL).await.unwrap(), b, "symbol {sym:?}");
-        assert_eq!(s.latest(&[k.clone()]).await.unwrap()[&k], b[2], "symbol {sym:?}");
+        assert_eq!(
+            s.read(&k, TimeRange::ALL).await.unwrap(),
+            b,
+            "symbol {sym:?}"
+        );
+        assert_eq!(
+            s.latest(&[k.clone()]).await.unwrap()[&k],
+            b[2],
+            "symbol {sym:?}"
+        );
         let action = CorporateAction::dividend(T0, 0.5 + i as f64, SourceKind::Yahoo);
-        s.write_actions(&k.symbol, std::slice::from_ref(&action)).await.unwrap();
-        assert_eq!(s.read_actions(&k.symbol, TimeRange::ALL).await.unwrap(), vec![action], "symbol {sym:?}");
+        s.write_actions(&k.symbol, std::slice::from_ref(&action))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.read_actions(&k.symbol, TimeRange::ALL).await.unwrap(),
+            vec![action],
+            "symbol {sym:?}"
+        );
     }
     // An injection aimed at the victim reads nothing and deletes nothing.
     let probe = key("x' OR symbol='VICTIM", Interval::D1);
     assert!(s.read(&probe, TimeRange::ALL).await.unwrap().is_empty());
     assert_eq!(s.delete(&probe, TimeRange::ALL).await.unwrap(), 0);
     assert_eq!(s.read(&victim, TimeRange::ALL).await.unwrap(), victim_bars);
-    let mut listed: Vec<String> = s.list_series().await.unwrap().iter().map(|x| x.series.symbol.to_string()).collect();
+    let mut listed: Vec<String> = s
+        .list_series()
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.series.symbol.to_string())
+        .collect();
     listed.sort();
-    let mut want: Vec<String> = ODD_SYMBOLS.iter().map(|s| s.to_string()).chain(["VICTIM".to_string()]).collect();
+    let mut want: Vec<String> = ODD_SYMBOLS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["VICTIM".to_string()])
+        .collect();
     want.sort();
     assert_eq!(listed, want);
 }
@@ -162,15 +217,24 @@ pub async fn corporate_actions_are_upserted_per_kind_and_date(s: &dyn Store) {
     let split = CorporateAction::split(T0 + DAY, 4.0, 1.0, SourceKind::Yahoo);
     let div = CorporateAction::dividend(T0 + DAY, 0.205, SourceKind::Yahoo);
     let gain = CorporateAction::capital_gain(T0 + 5 * DAY, 1.5, SourceKind::Yahoo);
-    s.write_actions(&sym, &[split.clone(), div.clone(), gain.clone()]).await.unwrap();
+    s.write_actions(&sym, &[split.clone(), div.clone(), gain.clone()])
+        .await
+        .unwrap();
     let revised = CorporateAction::dividend(T0 + DAY, 0.21, SourceKind::Yahoo);
-    s.write_actions(&sym, std::slice::from_ref(&revised)).await.unwrap();
+    s.write_actions(&sym, std::slice::from_ref(&revised))
+        .await
+        .unwrap();
     let mut got = s.read_actions(&sym, TimeRange::ALL).await.unwrap();
     got.sort_by(|a, b| (a.ts, a.kind).cmp(&(b.ts, b.kind)));
     assert_eq!(got, vec![revised.clone(), split.clone(), gain.clone()]);
     let first_week = TimeRange::new(T0, T0 + 5 * DAY).unwrap();
     assert_eq!(s.read_actions(&sym, first_week).await.unwrap().len(), 2);
-    assert!(s.read_actions(&Symbol::parse("MSFT").unwrap(), TimeRange::ALL).await.unwrap().is_empty());
+    assert!(
+        s.read_actions(&Symbol::parse("MSFT").unwrap(), TimeRange::ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn large_batches_spanning_many_chunks_round_trip(s: &dyn Store) {

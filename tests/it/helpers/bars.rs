@@ -27,12 +27,18 @@ pub fn bar(ts: i64, seed: f64) -> Bar {
 
 /// `n` bars of `interval` from `start`, spaced by its nominal length.
 pub fn bars(start: i64, n: usize, interval: Interval, seed: f64) -> Vec<Bar> {
-    (0..n).map(|i| bar(start + i as i64 * interval.nominal_secs(), seed)).collect()
+    (0..n)
+        .map(|i| bar(start + i as i64 * interval.nominal_secs(), seed))
+        .collect()
 }
 
 /// Validates with a clock far in the future, asserting nothing is rejected.
 pub fn batch(series: &SeriesKey, bars: Vec<Bar>) -> ValidatedBatch {
     let v = validate::validate(series, bars, &Context::new(i64::MAX / 4, None));
-    assert!(v.rejections.is_empty(), "test bars rejected: {:?}", v.rejections);
+    assert!(
+        v.rejections.is_empty(),
+        "test bars rejected: {:?}",
+        v.rejections
+    );
     v.batch.expect("non-empty batch")
 }
