@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod domain;
+pub mod format;
+pub mod ingest;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,721 @@
+//! The file source: bars from CSV and Parquet files.
+//!
+//! Two layouts, recognised by their header:
+//! - **Yahoo's CSV export**: `Date,Open,High,Low,Close,Adj Close,Volume` — one symbol per file,
+//!   named by `--symbol` or by the file name (`AAPL.csv`);
+//! - **generic**: `symbol,ts,open,high,low,close,volume` with an optional `adj_close`, in CSV
+//!   or Parquet; `--symbol` then keeps only that symbol's rows.
+//!
+//! `ts` may be `YYYY-MM-DD`, RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch seconds (in
+//! Parquet also a timestamp or date column). For daily and longer intervals a date is the
+//! session date; an instant is mapped to its exchange-local date (DESIGN §1).
+//!
+//! A file is parsed whole before anything is written: a malformed line fails the file with its
+//! name, line number and reason, and nothing from it is stored. Rows whose prices and volume are
+//! all empty or `null` are "no trade" and dropped (counted); partly empty rows become bars with
+//! NaN values, which validation quarantines.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+
+use super::{Dropped, FetchRequest, Page, PageStream, Source, SourceError, gate};
+use crate::domain::{Bar, Interval, Market, SeriesKey, SourceKind, Symbol, time};
+
+/// Why a file could not be imported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FileError {
+    #[error("{file}:{line}: {reason}")]
+    Malformed {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("{file}: {reason}")]
+    Unreadable { file: String, reason: String },
+}
+
+/// The bars of one file, grouped by series.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileBars {
+    pub series: BTreeMap<SeriesKey, Vec<Bar>>,
+    pub dropped: Dropped,
+}
+
+impl FileBars {
+    pub fn bar_count(&self) -> usize {
+        self.series.values().map(Vec::len).sum()
+    }
+}
+
+/// The CSV and Parquet files under `path` (itself when it is a file), sorted.
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let unreadable = |e: std::io::Error| FileError::Unreadable {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(unreadable)? {
+        let p = entry.map_err(unreadable)?.path();
+        if p.is_file() && matches!(extension(&p).as_deref(), Some("csv" | "parquet")) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn extension(p: &Path) -> Option<String> {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+}
+
+/// Reads one CSV or Parquet file.
+pub fn read_file(
+    path: &Path,
+    interval: Interval,
+    symbol: Option<&Symbol>,
+) -> Result<FileBars, FileError> {
+    match extension(path).as_deref() {
+        Some("parquet") => read_parquet(path, interval, symbol),
+        _ => read_csv(path, interval, symbol),
+    }
+}
+
+/// A row as read, before becoming a bar.
+struct Row<'a> {
+    symbol: &'a str,
+    ts: &'a str,
+    values: [Option<f64>; 5],
+    adj_close: Option<f64>,
+}
+
+/// Turns parsed rows into bars per series. `line` gives each row's line for errors.
+struct Collector<'a> {
+    file: String,
+    interval: Interval,
+    only: Option<&'a Symbol>,
+    out: FileBars,
+    markets: BTreeMap<String, (Symbol, Option<Market>)>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(path: &Path, interval: Interval, only: Option<&'a Symbol>) -> Collector<'a> {
+        Collector {
+            file: path.display().to_string(),
+            interval,
+            only,
+            out: FileBars::default(),
+            markets: BTreeMap::new(),
+        }
+    }
+
+    fn bad(&self, line: u64, reason: impl Into<String>) -> FileError {
+        FileError::Malformed {
+            file: self.file.clone(),
+            line,
+            reason: reason.into(),
+        }
+    }
+
+    fn push(&mut self, line: u64, row: Row<'_>) -> Result<(), FileError> {
+        if self.only.is_some_and(|s| s.as_str() != row.symbol) {
+            return Ok(());
+        }
+        if !self.markets.contains_key(row.symbol) {
+            let sym = Symbol::parse(row.symbol).map_err(|e| self.bad(line, e.to_string()))?;
+            let market = sym.market();
+            self.markets.insert(row.symbol.to_string(), (sym, market));
+        }
+        let (symbol, market) = self.markets[row.symbol].clone();
+        let ts = self.parse_ts(line, row.ts, market)?;
+        if row.values.iter().all(Option::is_none) {
+            self.out.dropped.no_trade += 1;
+            return Ok(());
+        }
+        let [open, high, low, close, volume] = row.values.map(|v| v.unwrap_or(f64::NAN));
+        let bar = Bar {
+            ts,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            adj_close: row.adj_close,
+            source: SourceKind::Files,
+        };
+        self.out
+            .series
+            .entry(SeriesKey::new(symbol, self.interval))
+            .or_default()
+            .push(bar);
+        Ok(())
+    }
+
+    fn parse_ts(&self, line: u64, s: &str, market: Option<Market>) -> Result<i64, FileError> {
+        let s = s.trim();
+        let tz = market.map(Market::timezone).unwrap_or(chrono_tz::UTC);
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(if self.interval.is_intraday() {
+                time::date_ts(d)
+            } else {
+                self.interval.period_start(d)
+            });
+        }
+        let instant = if let Ok(n) = s.parse::<i64>() {
+            n
+        } else if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+            dt.and_utc().timestamp()
+        } else {
+            time::parse_instant(s).map_err(|e| self.bad(line, format!("ts: {e}")))?
+        };
+        Ok(self.stamp(instant, tz))
+    }
+
+    /// Daily and longer: the exchange-local date of the instant, snapped to the period start.
+    fn stamp(&self, instant: i64, tz: chrono_tz::Tz) -> i64 {
+        if self.interval.is_intraday() {
+            instant
+        } else {
+            self.interval.period_start(time::local_date(instant, tz))
+        }
+    }
+}
+
+fn parse_number(s: &str) -> Result<Option<f64>, String> {
+    let t = s.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("null") || t.eq_ignore_ascii_case("nan") {
+        return Ok(None);
+    }
+    t.parse::<f64>()
+        .map(Some)
+        .map_err(|_| format!("{t:?} is not a number"))
+}
+
+/// Column positions of a CSV header.
+enum Layout {
+    Yahoo {
+        date: usize,
+        cols: [usize; 5],
+        adj: usize,
+    },
+    Generic {
+        symbol: usize,
+        ts: usize,
+        cols: [usize; 5],
+        adj: Option<usize>,
+    },
+}
+
+fn csv_layout(header: &csv::StringRecord) -> Option<Layout> {
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let pos = |n: &str| names.iter().position(|x| x == n);
+    let ohlcv = |v: &str| -> Option<[usize; 5]> {
+        Some([
+            pos("open")?,
+            pos("high")?,
+            pos("low")?,
+            pos("close")?,
+            pos(v)?,
+        ])
+    };
+    if let (Some(date), Some(adj), Some(cols)) = (pos("date"), pos("adj close"), ohlcv("volume")) {
+        return Some(Layout::Yahoo { date, cols, adj });
+    }
+    Some(Layout::Generic {
+        symbol: pos("symbol")?,
+        ts: pos("ts")?,
+        cols: ohlcv("volume")?,
+        adj: pos("adj_close"),
+    })
+}
+
+fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<FileBars, FileError> {
+    let file = path.display().to_string();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| FileError::Unreadable {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+    let header = rdr.headers().map_err(|e| FileError::Malformed {
+        file: file.clone(),
+        line: 1,
+        reason: e.to_string(),
+    })?;
+    let layout = csv_layout(header).ok_or_else(|| FileError::Malformed {
+        file: file.clone(),
+        line: 1,
+        reason: format!(
+            "unknown header {:?} (expected Date,Open,High,Low,Close,Adj Close,Volume or symbol,ts,open,high,low,close,volume)",
+            header.iter().collect::<Vec<_>>().join(",")
+        ),
+    })?;
+    let file_symbol = match (&layout, only) {
+        (Layout::Yahoo { .. }, Some(s)) => Some(s.to_string()),
+        (Layout::Yahoo { .. }, None) => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            Symbol::parse(&stem).map_err(|_| FileError::Unreadable {
+                file: file.clone(),
+                reason: format!("a Yahoo-layout file names no symbol: pass --symbol (file stem {stem:?} is not a symbol)"),
+            })?;
+            Some(stem)
+        }
+        (Layout::Generic { .. }, _) => None,
+    };
+    let mut c = Collector::new(path, interval, only);
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = rdr.position().line() + 1;
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                return Err(c.bad(line, e.to_string()));
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let num = |i: usize, name: &str| -> Result<Option<f64>, FileError> {
+            parse_number(record.get(i).unwrap_or(""))
+                .map_err(|e| c.bad(line, format!("{name}: {e}")))
+        };
+        let row = match &layout {
+            Layout::Yahoo { date, cols, adj } => Row {
+                symbol: file_symbol.as_deref().unwrap_or_default(),
+                ts: record.get(*date).unwrap_or(""),
+                values: [
+                    num(cols[0], "open")?,
+                    num(cols[1], "high")?,
+                    num(cols[2], "low")?,
+                    num(cols[3], "close")?,
+                    num(cols[4], "volume")?,
+                ],
+                adj_close: (!interval.is_intraday())
+                    .then(|| num(*adj, "adj close"))
+                    .transpose()?
+                    .flatten(),
+            },
+            Layout::Generic {
+                symbol,
+                ts,
+                cols,
+                adj,
+            } => Row {
+                symbol: record.get(*symbol).unwrap_or("").trim(),
+                ts: record.get(*ts).unwrap_or(""),
+                values: [
+                    num(cols[0], "open")?,
+                    num(cols[1], "high")?,
+                    num(cols[2], "low")?,
+                    num(cols[3], "close")?,
+                    num(cols[4], "volume")?,
+                ],
+                adj_close: adj.map(|a| num(a, "adj_close")).transpose()?.flatten(),
+            },
+        };
+        c.push(line, row)?;
+    }
+    Ok(c.out)
+}
+
+fn read_parquet(
+    path: &Path,
+    interval: Interval,
+    only: Option<&Symbol>,
+) -> Result<FileBars, FileError> {
+    let file = path.display().to_string();
+    let unreadable = |reason: String| FileError::Unreadable {
+        file: file.clone(),
+        reason,
+    };
+    let f = File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(65_536).build())
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut c = Collector::new(path, interval, only);
+    let mut row_base = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(e.to_string()))?;
+        read_batch(&mut c, &batch, row_base)?;
+        row_base += batch.num_rows() as u64;
+    }
+    Ok(c.out)
+}
+
+/// A Parquet column read as strings or numbers, whatever its physical type.
+enum Col<'a> {
+    Str(&'a dyn Array),
+    F64(Box<dyn Fn(usize) -> Option<f64> + 'a>),
+    Ts(Box<dyn Fn(usize) -> Option<i64> + 'a>, bool),
+}
+
+fn column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &str,
+) -> Result<Option<Col<'a>>, FileError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    let Some(idx) = batch
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(name))
+    else {
+        return Ok(None);
+    };
+    let a = batch.column(idx).as_ref();
+    let num = |f: Box<dyn Fn(usize) -> Option<f64> + 'a>| Ok(Some(Col::F64(f)));
+    macro_rules! prim {
+        ($t:ty) => {{
+            let arr = a.as_primitive::<$t>();
+            num(Box::new(move |i| {
+                arr.is_valid(i).then(|| arr.value(i) as f64)
+            }))
+        }};
+    }
+    macro_rules! tsu {
+        ($t:ty, $div:expr) => {{
+            let arr = a.as_primitive::<$t>();
+            Ok(Some(Col::Ts(
+                Box::new(move |i| {
+                    arr.is_valid(i)
+                        .then(|| (arr.value(i) as i64).div_euclid($div))
+                }),
+                false,
+            )))
+        }};
+    }
+    match a.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(Some(Col::Str(a))),
+        DataType::Float64 => prim!(Float64Type),
+        DataType::Float32 => prim!(Float32Type),
+        DataType::Int64 if name == "ts" => tsu!(Int64Type, 1),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::Timestamp(TimeUnit::Second, _) => tsu!(TimestampSecondType, 1),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => tsu!(TimestampMillisecondType, 1_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => tsu!(TimestampMicrosecondType, 1_000_000),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            tsu!(TimestampNanosecondType, 1_000_000_000)
+        }
+        DataType::Date32 => {
+            let arr = a.as_primitive::<Date32Type>();
+            Ok(Some(Col::Ts(
+                Box::new(move |i| arr.is_valid(i).then(|| arr.value(i) as i64 * 86_400)),
+                true,
+            )))
+        }
+        other => Err(FileError::Unreadable {
+            file: file.to_string(),
+            reason: format!("column {name} has unsupported type {other}"),
+        }),
+    }
+}
+
+fn str_at(a: &dyn Array, i: usize) -> Option<&str> {
+    use arrow_array::cast::AsArray;
+    if a.is_null(i) {
+        return None;
+    }
+    match a.data_type() {
+        DataType::Utf8 => Some(a.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => Some(a.as_string::<i64>().value(i)),
+        DataType::Utf8View => Some(a.as_string_view().value(i)),
+        _ => None,
+    }
+}
+
+fn read_batch(c: &mut Collector<'_>, batch: &RecordBatch, row_base: u64) -> Result<(), FileError> {
+    let file = c.file.clone();
+    fn need<'a>(file: &str, name: &str, col: Option<Col<'a>>) -> Result<Col<'a>, FileError> {
+        col.ok_or_else(|| FileError::Unreadable {
+            file: file.to_string(),
+            reason: format!(
+                "missing column {name} (expected symbol,ts,open,high,low,close,volume)"
+            ),
+        })
+    }
+    let symbol = need(&file, "symbol", column(batch, "symbol", &file)?)?;
+    let ts = need(&file, "ts", column(batch, "ts", &file)?)?;
+    let mut vals = Vec::new();
+    for name in ["open", "high", "low", "close", "volume"] {
+        vals.push(need(&file, name, column(batch, name, &file)?)?);
+    }
+    let adj = column(batch, "adj_close", &file)?;
+    let Col::Str(symbols) = symbol else {
+        return Err(FileError::Unreadable {
+            file,
+            reason: "column symbol must be a string".into(),
+        });
+    };
+    let number = |col: &Col<'_>, i: usize| -> Option<f64> {
+        match col {
+            Col::F64(f) => f(i),
+            _ => None,
+        }
+    };
+    for i in 0..batch.num_rows() {
+        let line = row_base + i as u64 + 1;
+        let sym = str_at(symbols, i)
+            .ok_or_else(|| c.bad(line, "symbol is null"))?
+            .to_string();
+        let ts_text;
+        let ts_str: &str = match &ts {
+            Col::Str(a) => str_at(*a, i).ok_or_else(|| c.bad(line, "ts is null"))?,
+            Col::Ts(f, is_date) => {
+                let t = f(i).ok_or_else(|| c.bad(line, "ts is null"))?;
+                ts_text = if *is_date {
+                    time::date_of(t).format("%Y-%m-%d").to_string()
+                } else {
+                    t.to_string()
+                };
+                &ts_text
+            }
+            Col::F64(_) => {
+                return Err(c.bad(
+                    line,
+                    "ts must be a string, an integer, a timestamp or a date",
+                ));
+            }
+        };
+        let ts_owned = ts_str.to_string();
+        for (col, name) in vals.iter().zip(["open", "high", "low", "close", "volume"]) {
+            if !matches!(col, Col::F64(_)) {
+                return Err(c.bad(line, format!("{name} must be numeric")));
+            }
+        }
+        let values = [0, 1, 2, 3, 4].map(|k| number(&vals[k], i));
+        let adj_close = adj.as_ref().and_then(|a| number(a, i));
+        c.push(
+            line,
+            Row {
+                symbol: &sym,
+                ts: &ts_owned,
+                values,
+                adj_close,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The drop folder (`sources.files.dir`) as a [`Source`]: a series is read from the first of
+/// `{dir}/{symbol}_{interval}.{csv,parquet}`, `{dir}/{interval}/{symbol}.{csv,parquet}` and
+/// `{dir}/{symbol}.{csv,parquet}` that exists.
+pub struct FilesSource {
+    dir: PathBuf,
+    gate: gate::SourceGate,
+}
+
+impl FilesSource {
+    pub fn new(dir: &Path) -> FilesSource {
+        FilesSource {
+            dir: dir.to_path_buf(),
+            gate: gate::SourceGate::new(
+                SourceKind::Files,
+                super::ratelimit::RateLimiter::unlimited(),
+                gate::GatePolicy {
+                    max_retries: 0,
+                    pause_after: 0,
+                    ..gate::GatePolicy::default()
+                },
+            ),
+        }
+    }
+
+    fn find(&self, series: &SeriesKey) -> Option<PathBuf> {
+        let (s, i) = (series.symbol.as_str(), series.interval.as_str());
+        ["csv", "parquet"]
+            .iter()
+            .flat_map(|ext| {
+                [
+                    self.dir.join(format!("{s}_{i}.{ext}")),
+                    self.dir.join(i).join(format!("{s}.{ext}")),
+                    self.dir.join(format!("{s}.{ext}")),
+                ]
+            })
+            .find(|p| p.is_file())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FilesSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Files
+    }
+
+    fn fetch(&self, req: FetchRequest) -> PageStream {
+        let path = self.find(&req.series);
+        let dir = self.dir.clone();
+        Box::pin(futures::stream::once(async move {
+            let Some(path) = path else {
+                return Err(SourceError::UnknownSymbol {
+                    src: SourceKind::Files,
+                    symbol: format!("{} ({} has no file for it)", req.series, dir.display()),
+                });
+            };
+            let series = req.series.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                read_file(&path, series.interval, Some(&series.symbol))
+            })
+            .await
+            .map_err(|e| SourceError::Transient {
+                src: SourceKind::Files,
+                message: e.to_string(),
+            })?;
+            let mut fb = read.map_err(|e| SourceError::InvalidRequest {
+                src: SourceKind::Files,
+                message: e.to_string(),
+            })?;
+            let mut bars = fb.series.remove(&req.series).unwrap_or_default();
+            let before = bars.len();
+            bars.retain(|b| req.range.contains(b.ts));
+            bars.sort_by_key(|b| b.ts);
+            let mut dropped = fb.dropped;
+            dropped.out_of_range += (before - bars.len()) as u64;
+            Ok(Page {
+                range: Some(req.range),
+                bars,
+                actions: Vec::new(),
+                dropped,
+            })
+        }))
+    }
+
+    async fn ping(&self) -> Result<String, SourceError> {
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => Ok(format!(
+                "{} ({} entries)",
+                self.dir.display(),
+                entries.count()
+            )),
+            Err(e) => Err(SourceError::Transient {
+                src: SourceKind::Files,
+                message: format!("{}: {e}", self.dir.display()),
+            }),
+        }
+    }
+
+    fn status(&self) -> gate::SourceStatus {
+        self.gate.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_yahoo_exports_named_by_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "AAPL.csv",
+            "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,187.15,188.44,183.89,185.64,184.94,82488700\n2024-01-03,null,null,null,null,null,null\n",
+        );
+        let fb = read_file(&p, Interval::D1, None).unwrap();
+        let key = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1);
+        let bars = &fb.series[&key];
+        assert_eq!(bars.len(), 1);
+        assert_eq!(bars[0].ts, 1_704_153_600);
+        assert_eq!(
+            (bars[0].open, bars[0].adj_close, bars[0].volume),
+            (187.15, Some(184.94), 82_488_700.0)
+        );
+        assert_eq!(fb.dropped.no_trade, 1);
+    }
+
+    #[test]
+    fn reads_generic_files_with_several_symbols_and_time_formats() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "mixed.csv",
+            "symbol,ts,open,high,low,close,volume\nAAPL,2024-01-02T14:30:00Z,1,2,0.5,1.5,10\n0700.HK,2024-01-02,3,4,2,3,0\nAAPL,1704292200,1,2,0.5,1.5,11\n",
+        );
+        let fb = read_file(&p, Interval::D1, None).unwrap();
+        let aapl = &fb.series[&SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1)];
+        assert_eq!(
+            aapl.iter().map(|b| b.ts).collect::<Vec<_>>(),
+            [1_704_153_600, 1_704_240_000]
+        );
+        assert_eq!(fb.series.len(), 2);
+        let only = read_file(&p, Interval::D1, Some(&Symbol::parse("0700.HK").unwrap())).unwrap();
+        assert_eq!(only.bar_count(), 1);
+    }
+
+    #[test]
+    fn a_malformed_line_names_file_line_and_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "bad.csv",
+            "symbol,ts,open,high,low,close,volume\nAAPL,2024-01-02,1,2,0.5,1.5,10\nAAPL,2024-01-03,1,two,0.5,1.5,10\n",
+        );
+        let e = read_file(&p, Interval::D1, None).unwrap_err();
+        assert_eq!(
+            e,
+            FileError::Malformed {
+                file: p.display().to_string(),
+                line: 3,
+                reason: "high: \"two\" is not a number".into()
+            }
+        );
+        let p = write(
+            d.path(),
+            "ragged.csv",
+            "symbol,ts,open,high,low,close,volume\nAAPL,2024-01-02,1,2\n",
+        );
+        assert!(matches!(
+            read_file(&p, Interval::D1, None),
+            Err(FileError::Malformed { line: 2, .. })
+        ));
+        let p = write(
+            d.path(),
+            "sym.csv",
+            "symbol,ts,open,high,low,close,volume\nA B,2024-01-02,1,2,0.5,1.5,10\n",
+        );
+        assert!(matches!(
+            read_file(&p, Interval::D1, None),
+            Err(FileError::Malformed { line: 2, .. })
+        ));
+        let p = write(
+            d.path(),
+            "date.csv",
+            "symbol,ts,open,high,low,close,volume\nAAPL,02/01/2024,1,2,0.5,1.5,10\n",
+        );
+        assert!(matches!(
+            read_file(&p, Interval::D1, None),
+            Err(FileError::Malformed { line: 2, .. })
+        ));
+        let p = write(d.path(), "hdr.csv", "a,b\n1,2\n");
+        assert!(matches!(
+            read_file(&p, Interval::D1, None),
+            Err(FileError::Malformed { line: 1, .. })
+        ));
+    }
+}
