@@ -10,10 +10,15 @@
 //! - [`store`]: the `Store` trait, the embedded (SQLite) and InfluxDB stores, the metadata db.
 //! - [`ingest`]: the write path around the primary: change log, cache invalidation, metrics.
 
+pub mod api;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod format;
+pub mod import;
 pub mod ingest;
+pub mod reader;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -329,6 +329,32 @@ fn read_range(conn: &Connection, key: &SeriesKey, range: TimeRange) -> Result<Ve
     Ok(out)
 }
 
+/// Chunks wholly inside the range count from the index; only the edge chunks are decoded.
+fn count_range(conn: &Connection, key: &SeriesKey, range: TimeRange) -> Result<u64, Error> {
+    let Some(sid) = series_id(conn, key)? else {
+        return Ok(0);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_ts, last_ts, count, CASE WHEN first_ts < ?4 OR last_ts >= ?3 THEN data END
+         FROM chunks WHERE series_id = ?1 AND start_ts >= ?2 AND start_ts < ?3 AND last_ts >= ?4",
+    )?;
+    let lo = chunk::chunk_start(key.interval, range.start());
+    let mut rows = stmt.query(params![sid, lo, range.end(), range.start()])?;
+    let mut n = 0u64;
+    let mut edge = Vec::new();
+    while let Some(row) = rows.next()? {
+        match row.get_ref(3)?.as_blob_or_null()? {
+            None => n += row.get::<_, i64>(2)? as u64,
+            Some(blob) => {
+                edge.clear();
+                chunk::decode_into(blob, range.start(), range.end(), &mut edge)?;
+                n += edge.len() as u64;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn delete_range(conn: &mut Connection, key: &SeriesKey, range: TimeRange) -> Result<u64, Error> {
     let tx = conn.transaction()?;
     let Some(sid) = series_id(&tx, key)? else {
@@ -451,6 +477,11 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn count(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {
+        let key = series.clone();
+        self.with_reader(move |c| count_range(c, &key, range)).await
     }
 
     async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {

@@ -135,6 +135,11 @@ pub trait Store: Send + Sync + 'static {
         Ok(RangeSummary::of(&bars))
     }
 
+    /// How many bars of `series` lie in `range` (used to enforce read limits before streaming).
+    async fn count(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {
+        Ok(self.summary(series, range).await?.count)
+    }
+
     /// Removes the bars of `series` in `range`; returns how many were removed.
     async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError>;
 

@@ -1,5 +1,7 @@
 //! Integration tests: one binary, real components (a real `influxd`, a local mock Yahoo, a
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
+mod cli;
 mod helpers;
+mod server;
 mod store_suite;

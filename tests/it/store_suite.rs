@@ -55,6 +55,14 @@ pub async fn reads_are_half_open(s: &dyn Store) {
     assert!(s.read(&k, before).await.unwrap().is_empty());
     let r = TimeRange::new(all[99].ts, all[99].ts + 1).unwrap();
     assert_eq!(s.read(&k, r).await.unwrap(), all[99..]);
+    assert_eq!(
+        s.count(&k, TimeRange::new(all[10].ts, all[20].ts).unwrap())
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(s.count(&k, TimeRange::ALL).await.unwrap(), 100);
+    assert_eq!(s.count(&k, before).await.unwrap(), 0);
     // Another interval of the same symbol is another series.
     assert!(
         s.read(&key("HALF", Interval::M1), TimeRange::ALL)
@@ -242,6 +250,8 @@ pub async fn large_batches_spanning_many_chunks_round_trip(s: &dyn Store) {
     let all = bars(T0, 20_000, Interval::M1, 6.0);
     s.write(&batch(&k, all.clone())).await.unwrap();
     assert_eq!(s.read(&k, TimeRange::ALL).await.unwrap(), all);
+    let r = TimeRange::new(all[1_000].ts + 1, all[18_000].ts).unwrap();
+    assert_eq!(s.count(&k, r).await.unwrap(), 16_999);
     // Overlapping rewrite of the middle with new values.
     let mid: Vec<_> = all[5_000..15_000].iter().map(|b| bar(b.ts, 42.0)).collect();
     s.write(&batch(&k, mid.clone())).await.unwrap();

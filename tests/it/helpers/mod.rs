@@ -1,3 +1,4 @@
-//! Shared test helpers: bar builders and store factories.
+//! Shared test helpers: running the app, bar builders and store factories.
 
+pub mod app;
 pub mod bars;

@@ -1,0 +1,142 @@
+//! The HTTP API (DESIGN §4): router, shared state, auth and metrics middleware, handlers.
+//!
+//! Handlers parse and validate their input into domain types (a bad request changes nothing
+//! and answers 4xx in the shape of [`error::ApiError`]), call into [`crate::app::Services`],
+//! and render JSON or a streamed body.
+
+pub mod bars;
+pub mod error;
+pub mod health;
+pub mod import;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use crate::app::Services;
+use crate::config::Secret;
+use crate::telemetry::{labels, metrics};
+pub use bars::{parse_bool, parse_interval, parse_range, parse_symbols};
+pub use error::ApiError;
+
+/// Most symbols one request may name.
+pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    services: Services,
+    admin_token: Option<Secret>,
+    read_token: Option<Secret>,
+    started: Instant,
+    /// `(when, series, bars)`; a std `Mutex`, never held across an `.await`.
+    counts: Mutex<Option<(Instant, u64, u64)>>,
+}
+
+impl AppState {
+    pub fn services(&self) -> &Services {
+        &self.inner.services
+    }
+}
+
+/// Builds the router. Tokens are read from the environment variables the config names, once.
+pub fn router(services: Services) -> Router {
+    let server = &services.config.server;
+    let state = AppState {
+        inner: Arc::new(Inner {
+            admin_token: server.admin_token(),
+            read_token: server.read_token(),
+            started: Instant::now(),
+            counts: Mutex::new(None),
+            services: services.clone(),
+        }),
+    };
+    let max_body = services.config.server.max_body_bytes as usize;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::prometheus))
+        .route("/api/v1/bars", get(bars::bars))
+        .route("/api/v1/import", post(import::import))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(http_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Counts requests and their duration by matched route (never by raw path).
+async fn http_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let m = metrics();
+    m.http_requests
+        .get_or_create(&labels([
+            ("route", &route),
+            ("status", resp.status().as_str()),
+        ]))
+        .inc();
+    m.http_duration
+        .get_or_create(&labels([("route", &route)]))
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Bearer-token auth: when the admin token is set, mutating requests need it; when the read
+/// token is set, reads need it or the admin token. `/health` is always open. No token → 401,
+/// a token that is not accepted → 403. Comparisons are constant-time.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let (admin, read) = (&state.inner.admin_token, &state.inner.read_token);
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let accepted: Vec<&Secret> = if mutating {
+        match (admin, read) {
+            (Some(a), _) => vec![a],
+            (None, Some(r)) => vec![r],
+            (None, None) => return next.run(req).await,
+        }
+    } else {
+        match read {
+            Some(r) => std::iter::once(r).chain(admin.iter()).collect(),
+            None => return next.run(req).await,
+        }
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = presented else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let ok = accepted.iter().fold(false, |acc, s| {
+        acc | bool::from(s.expose().as_bytes().ct_eq(token.as_bytes()))
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Forbidden.into_response()
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of DMS on a fresh machine: installs what the tests need (InfluxDB 1.x for the
+# real-influxd tests), then checks formatting and lints, then runs `cargo test`.
+# Usage: ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v influxd >/dev/null 2>&1; then
+  echo "==> installing influxdb (Debian package) for the InfluxDB tests"
+  as_root apt-get update -qq
+  # The package must not start a system service: tests start their own influxd.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq influxdb >/dev/null
+fi
+influxd version
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "==> cargo test"
+cargo test "$@"
