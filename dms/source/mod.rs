@@ -9,6 +9,7 @@
 //! by every job, retries with exponential backoff and jitter honouring `Retry-After`, and a pause
 //! when the source keeps refusing.
 
+pub mod futu;
 pub mod gate;
 pub mod ratelimit;
 
