@@ -1,13 +1,13 @@
 //! The Futu OpenD source: historical K-lines over OpenD's binary TCP protocol.
 //!
 //! # Layout
-//! - [`frame`]: the 44-byte header, body-length cap and SHA-1 check.
-//! - [`proto`]: hand-written prost messages for the protocols used (1001–1004, 3103, 3104).
-//! - [`client`]: the connection (a task owning the socket; InitConnect, keepalive, serials,
+//! - `frame.rs`: the 44-byte header, body-length cap and SHA-1 check.
+//! - `proto.rs`: hand-written prost messages for the protocols used (1001–1004, 3103, 3104).
+//! - `client.rs`: the connection (a task owning the socket; InitConnect, keepalive, serials,
 //!   reply matching, reconnect).
-//! - [`error`]: `retType`/`retMsg` refusals classified into [`SourceError`]s.
-//! - [`quota`]: the distinct-securities history quota (3104).
-//! - [`parse`]: K-lines to domain bars, and the request window.
+//! - `error.rs`: `retType`/`retMsg` refusals classified into [`SourceError`]s.
+//! - `quota.rs`: the distinct-securities history quota (3104).
+//! - `parse.rs`: K-lines to domain bars, and the request window.
 //! - this file: [`FutuSource`], the [`Source`] tying them together with the [`SourceGate`].
 //!
 //! # A download
@@ -57,10 +57,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-pub use client::{ClientConfig, ConnInfo};
 pub use quota::QuotaStatus;
 
-use self::client::{CallError, Client};
+use self::client::{CallError, Client, ClientConfig};
 use self::error::RefusalKind;
 use self::parse::KLineParser;
 use self::proto::{
@@ -82,7 +81,8 @@ const CLIENT_VER: i32 = 300;
 const MAX_EMPTY_PAGES: u32 = 16;
 
 /// The Futu OpenD source. Build one per process and share it: it owns the connection to
-/// OpenD, the rate limiter every job shares, and the quota bookkeeping.
+/// OpenD, the rate limiter every job shares, and the quota bookkeeping. Its connection task is
+/// spawned on the Tokio runtime of its first request and lives as long as the source.
 pub struct FutuSource {
     inner: Arc<Inner>,
 }
@@ -95,15 +95,10 @@ struct Inner {
 }
 
 impl FutuSource {
-    /// A source for the OpenD at `cfg.host:cfg.port`. Nothing connects until the first request.
+    /// A source for the OpenD at `cfg.host:cfg.port`, with the gate its config describes: at
+    /// most `requests_per_30s` first pages in any 30 s, `max_retries` retries, a pause after
+    /// `pause_after_refusals` refusals. Nothing connects until the first request.
     pub fn new(cfg: &FutuConfig) -> FutuSource {
-        let client = Client::new(ClientConfig {
-            host: cfg.host.clone(),
-            port: cfg.port,
-            timeout: Duration::from_secs(cfg.timeout_s.max(1)),
-            client_id: format!("dms-{}", std::process::id()),
-            client_ver: CLIENT_VER,
-        });
         let gate = SourceGate::new(
             SourceKind::Futu,
             RateLimiter::new(cfg.requests_per_30s, Duration::from_secs(30)),
@@ -115,6 +110,20 @@ impl FutuSource {
                 pause_for: Duration::from_secs(cfg.pause_s),
             },
         );
+        FutuSource::with_gate(cfg, gate)
+    }
+
+    /// Like [`FutuSource::new`] with a gate built by the caller (a test's short window, or an
+    /// application that builds every source's gate in one place). The gate's rate limit applies
+    /// to first pages only.
+    pub fn with_gate(cfg: &FutuConfig, gate: SourceGate) -> FutuSource {
+        let client = Client::new(ClientConfig {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            timeout: Duration::from_secs(cfg.timeout_s.max(1)),
+            client_id: format!("dms-{}", std::process::id()),
+            client_ver: CLIENT_VER,
+        });
         FutuSource {
             inner: Arc::new(Inner {
                 client,

@@ -16,8 +16,8 @@
 //! - `hpVolume` is preferred over `volume`; no volume at all counts as 0, as in the SDK.
 //! - Bars outside the requested range and bars still forming at `now` are dropped and counted.
 //!
-//! Because a merge can span a page boundary, the parser holds back the last bar of each page
-//! until the next page (or [`KLineParser::finish`]) shows whether it continues.
+//! Because a merge can span a page boundary, the parser holds back the last intraday bar of each
+//! page until the next page (or [`KLineParser::finish`]) shows whether it continues.
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use chrono_tz::Tz;
@@ -54,7 +54,7 @@ pub struct KLineParser {
     now: i64,
     /// The label (end) of the previous intraday bar.
     prev_label: Option<NaiveDateTime>,
-    /// The last bar, held back in case the next one shares its stamp.
+    /// The last intraday bar, held back in case the next one shares its stamp.
     carry: Option<Bar>,
     /// Whether a `timestamp` disagreeing with `time` was already reported.
     warned_timestamp: bool,
@@ -140,6 +140,11 @@ impl KLineParser {
     }
 
     fn push(&mut self, bar: Bar, out: &mut Parsed) {
+        if !self.interval.is_intraday() {
+            // One K-line per period: nothing to merge, nothing to hold back.
+            self.emit(bar, out);
+            return;
+        }
         match self.carry.take() {
             Some(mut c) if c.ts == bar.ts => {
                 c.high = c.high.max(bar.high);
