@@ -66,7 +66,7 @@ use self::proto::{
     KL_FIELDS_ALL, common::Security, global_state, history_kl, history_kl_quota, kl_type,
     qot_market, rehab_type,
 };
-use self::quota::{Admission, QuotaTracker};
+use self::quota::{Admission, QuotaTracker, Refresh};
 use super::gate::{GatePolicy, SourceGate, SourceStatus};
 use super::ratelimit::RateLimiter;
 use super::{FetchRequest, Page, PageStream, Source, SourceError};
@@ -110,13 +110,6 @@ impl FutuSource {
                 pause_for: Duration::from_secs(cfg.pause_s),
             },
         );
-        FutuSource::with_gate(cfg, gate)
-    }
-
-    /// Like [`FutuSource::new`] with a gate built by the caller (a test's short window, or an
-    /// application that builds every source's gate in one place). The gate's rate limit applies
-    /// to first pages only.
-    pub fn with_gate(cfg: &FutuConfig, gate: SourceGate) -> FutuSource {
         let client = Client::new(ClientConfig {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -176,20 +169,31 @@ impl Inner {
         Ok(())
     }
 
-    /// Checks the quota before the first page of a security.
+    /// Checks the quota before the first page of a security. When several downloads need a
+    /// check at once, one asks OpenD and the others wait for its answer.
     async fn admit(&self, code: &str) -> Result<(), SourceError> {
-        let mut stale_ok = false;
-        loop {
-            match self.quota.admit(code, stale_ok) {
+        let mut fresh = false;
+        // At most: wait for another caller's check, make one's own, decide.
+        for _ in 0..4 {
+            match self.quota.admit(code, fresh) {
                 Admission::Admitted => return Ok(()),
                 Admission::Refused(e) => return Err(e),
-                Admission::Refresh if !stale_ok => {
-                    self.refresh_quota().await?;
-                    stale_ok = true;
-                }
-                Admission::Refresh => unreachable!("a refreshed answer is never stale"),
+                Admission::Refresh => match self.quota.begin_refresh() {
+                    Refresh::Lead(_guard) => {
+                        self.refresh_quota().await?;
+                        fresh = true;
+                    }
+                    Refresh::Follow(mut done) => {
+                        let _ = done.changed().await;
+                        fresh = true;
+                    }
+                },
             }
         }
+        Err(SourceError::Transient {
+            src: SourceKind::Futu,
+            message: format!("history quota check for {code} did not settle"),
+        })
     }
 
     /// One page of 3103.

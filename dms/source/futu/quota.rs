@@ -9,11 +9,14 @@
 //! downloads cannot overrun the quota between two checks. An exhausted quota fails new
 //! securities fast with a [`SourceError::Remote`] until a later check (the quota is released
 //! on a rolling basis) finds room again; securities already in the window keep working.
+//! Concurrent downloads that all need a check share one 3104 request: the first leads, the
+//! others wait for its outcome.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::proto::{common::Security, history_kl_quota};
@@ -51,19 +54,67 @@ struct State {
     used: i64,
     remaining: i64,
     checked: Option<(Instant, i64)>,
+    /// A 3104 request is on its way.
+    refreshing: bool,
 }
 
-/// Shared by every download of one source. A std `Mutex`: never held across an `.await`.
-#[derive(Debug, Default)]
+/// Who asks OpenD when several downloads need a check at once.
+pub enum Refresh<'a> {
+    /// This caller asks; the others wait until the guard is dropped.
+    Lead(RefreshGuard<'a>),
+    /// Someone else is asking: wait for the next change, then look again.
+    Follow(watch::Receiver<u64>),
+}
+
+/// Ends a lead refresh when dropped (also when the request fails or is cancelled).
+pub struct RefreshGuard<'a>(&'a QuotaTracker);
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().refreshing = false;
+        self.0.refreshed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Shared by every download of one source.
+#[derive(Debug)]
 pub struct QuotaTracker {
+    /// A std `Mutex`: never held across an `.await`.
     state: Mutex<State>,
+    /// Bumped when a refresh ends, waking the callers that waited for it.
+    refreshed: watch::Sender<u64>,
+}
+
+impl Default for QuotaTracker {
+    fn default() -> QuotaTracker {
+        QuotaTracker {
+            state: Mutex::new(State::default()),
+            refreshed: watch::channel(0).0,
+        }
+    }
 }
 
 impl QuotaTracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides who asks OpenD after [`Admission::Refresh`].
+    pub fn begin_refresh(&self) -> Refresh<'_> {
+        let mut st = self.lock();
+        if st.refreshing {
+            // Subscribed under the lock, so the leader's bump cannot be missed.
+            Refresh::Follow(self.refreshed.subscribe())
+        } else {
+            st.refreshing = true;
+            Refresh::Lead(RefreshGuard(self))
+        }
+    }
+
     /// Admits `code` (`HK.00700`) or says why not. `stale_ok` accepts a cached answer of any age
     /// (used right after a refresh).
     pub fn admit(&self, code: &str, stale_ok: bool) -> Admission {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         if st.known.contains(code) {
             return Admission::Admitted;
         }
@@ -102,7 +153,7 @@ impl QuotaTracker {
             .iter()
             .map(|d| code_of(&d.security))
             .collect();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         st.used = i64::from(s2c.used_quota.max(0));
         st.remaining = i64::from(s2c.remain_quota.max(0));
         st.known = known;
@@ -127,7 +178,7 @@ impl QuotaTracker {
 
     /// OpenD refused a download for quota: nothing new until the next check.
     pub fn mark_exhausted(&self, now_utc: i64) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         st.remaining = 0;
         st.checked = Some((Instant::now(), now_utc));
         tracing::warn!(
@@ -138,7 +189,7 @@ impl QuotaTracker {
     }
 
     pub fn status(&self) -> Option<QuotaStatus> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.lock();
         let (_, at) = st.checked?;
         Some(QuotaStatus {
             used: st.used.clamp(0, i64::from(u32::MAX)) as u32,
@@ -209,6 +260,23 @@ mod tests {
         tokio::time::advance(QUOTA_TTL).await;
         assert_eq!(q.admit("SH.600519", false), Admission::Refresh);
         assert_eq!(q.admit("HK.00700", false), Admission::Admitted);
+    }
+
+    #[tokio::test]
+    async fn one_caller_leads_a_refresh_and_the_others_wait_for_it() {
+        let q = QuotaTracker::default();
+        let lead = match q.begin_refresh() {
+            Refresh::Lead(g) => g,
+            Refresh::Follow(_) => panic!("nobody was refreshing"),
+        };
+        let Refresh::Follow(mut rx) = q.begin_refresh() else {
+            panic!("a refresh is in progress")
+        };
+        q.update(&answer(0, 5, &[]), 0);
+        drop(lead);
+        rx.changed().await.unwrap();
+        assert_eq!(q.admit("HK.00700", true), Admission::Admitted);
+        assert!(matches!(q.begin_refresh(), Refresh::Lead(_)));
     }
 
     #[test]

@@ -421,6 +421,9 @@ impl FakeOpenD {
         let s = shared.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // No Nagle: a reply held back waiting for an ACK would let a paused clock
+                // auto-advance while it is in flight.
+                let _ = stream.set_nodelay(true);
                 let conn = {
                     let mut st = s.lock();
                     st.connections += 1;
