@@ -10,7 +10,8 @@
 //! Qot_RequestHistoryKL (3103) from scripted K-lines in market-local time, paged by its own
 //! `nextReqKey`, and Qot_RequestHistoryKLQuota (3104) with a quota it consumes as OpenD does.
 //! It enforces OpenD's first-page rate limit when told to, sends a 1003 notification before
-//! every reply (same serial, other proto id, so matching must use both), and on command refuses,
+//! every reply but keepalive acknowledgements (same serial, other proto id, so matching must use
+//! both), and on command refuses,
 //! drops the connection, corrupts a body hash or stays silent.
 //!
 //! Every decoded request is recorded with its connection, serial and arrival time, and every
@@ -340,7 +341,7 @@ pub struct Settings {
     pub page_cap: usize,
     /// First pages (3103 without `nextReqKey`) allowed per window, as OpenD enforces them.
     pub first_page_limit: Option<(usize, Duration)>,
-    /// Send a 1003 notification before every reply.
+    /// Send a 1003 notification before every reply (keepalive acknowledgements excepted).
     pub notify_before_replies: bool,
     pub qot_logined: bool,
     pub program_status: i32,
