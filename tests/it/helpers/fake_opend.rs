@@ -11,8 +11,7 @@
 //! `nextReqKey`, and Qot_RequestHistoryKLQuota (3104) with a quota it consumes as OpenD does.
 //! It enforces OpenD's first-page rate limit when told to, sends a 1003 notification before
 //! every reply but keepalive acknowledgements (same serial, other proto id, so matching must use
-//! both), and on command refuses,
-//! drops the connection, corrupts a body hash or stays silent.
+//! both), and on command refuses, drops the connection, corrupts a body hash or stays silent.
 //!
 //! Every decoded request is recorded with its connection, serial and arrival time, and every
 //! breach of the protocol (bad header, bad hash, a serial that does not increase, a request
