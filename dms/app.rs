@@ -11,9 +11,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StoreConfig};
 use crate::domain::SourceKind;
 use crate::ingest::Writer;
+use crate::maintain::backfill::BackfillEnv;
+use crate::maintain::jobs::Jobs;
+use crate::maintain::locks::SeriesLocks;
 use crate::reader::Reader;
 use crate::source::Source;
 use crate::source::files::FilesSource;
+use crate::source::futu::FutuSource;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::meta::MetaDb;
@@ -44,6 +48,7 @@ pub struct Services {
     pub writer: Writer,
     pub reader: Reader,
     pub sources: BTreeMap<SourceKind, Arc<dyn Source>>,
+    pub jobs: Jobs,
 }
 
 impl Services {
@@ -77,6 +82,25 @@ impl Services {
             SourceKind::Files,
             Arc::new(FilesSource::new(&config.sources.files.dir)),
         );
+        sources.insert(
+            SourceKind::Futu,
+            Arc::new(FutuSource::new(&config.sources.futu)),
+        );
+        // The universe: the config's entries, then those added through the API (which win).
+        let mut universe = config.universe.clone();
+        for e in meta.universe().await? {
+            universe.retain(|u| u.symbol != e.symbol);
+            universe.push(e);
+        }
+        let jobs = Jobs::new(
+            meta.clone(),
+            BackfillEnv {
+                writer: writer.clone(),
+                sources: sources.clone(),
+                universe,
+                locks: SeriesLocks::default(),
+            },
+        );
         Ok(Services {
             config,
             primary,
@@ -84,6 +108,7 @@ impl Services {
             writer,
             reader,
             sources,
+            jobs,
         })
     }
 }
@@ -122,6 +147,11 @@ impl App {
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        match self.services.jobs.resume_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "resumed interrupted jobs"),
+            Err(e) => tracing::warn!(error = %e, "cannot resume interrupted jobs"),
+        }
         let router = crate::api::router(self.services.clone());
         tracing::info!(addr = %self.addr, primary = self.services.primary.kind(), "serving");
         axum::serve(self.listener, router)

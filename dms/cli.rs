@@ -15,6 +15,8 @@ use crate::config::Config;
 use crate::domain::Symbol;
 use crate::format::Format;
 use crate::import::{FileReport, ImportReport};
+use crate::maintain::backfill::BackfillCounters;
+use crate::maintain::jobs::{JobSpec, Task};
 use crate::reader::BarsQuery;
 
 const DEFAULT_CONFIG: &str = "config/dms.yaml";
@@ -65,6 +67,20 @@ pub enum Command {
         /// Write to a file instead of stdout.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+    },
+    /// Fetch, validate and store a range of bars for some symbols.
+    Backfill {
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        symbols: Vec<String>,
+        #[arg(long)]
+        interval: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: Option<String>,
+        /// yahoo, futu or files (default: each symbol's universe source, else yahoo).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// Configuration commands.
     Config {
@@ -156,6 +172,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 adjusted,
             };
             read(config, q, output.as_deref()).await
+        }
+        Command::Backfill {
+            symbols,
+            interval,
+            start,
+            end,
+            source,
+        } => {
+            let spec = JobSpec {
+                task: "backfill".into(),
+                symbols,
+                interval: Some(interval),
+                start: Some(start),
+                end,
+                source,
+            };
+            let task = Task::parse(&spec).map_err(usage)?;
+            run_job(config, spec, task).await
         }
         Command::Config { .. } => unreachable!("handled above"),
     }
@@ -302,4 +336,96 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
     }
     out.flush()?;
     Ok(())
+}
+
+/// Runs a job through the running server (polling its progress) or in-process, then prints
+/// its summary. Fails when the job did.
+async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
+    let (status, counters, errors) = if let Some(base) = running_server(&config).await {
+        let (client, auth) = admin_client(&config)?;
+        let with_auth = |r: reqwest::RequestBuilder| match &auth {
+            Some(a) => r.header("authorization", a),
+            None => r,
+        };
+        let resp = with_auth(client.post(format!("{base}/api/v1/jobs")).json(&spec))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            return Err(fail(format!(
+                "server: {}",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+            )));
+        }
+        let id = body["id"]
+            .as_u64()
+            .ok_or_else(|| fail("server: no job id in the reply"))?;
+        eprintln!("job {id} submitted to {base}");
+        let bar = progress(0, task.name());
+        let job = loop {
+            let job: serde_json::Value = with_auth(client.get(format!("{base}/api/v1/jobs/{id}")))
+                .send()
+                .await?
+                .json()
+                .await?;
+            bar.set_length(job["progress"]["total"].as_u64().unwrap_or(0));
+            bar.set_position(job["progress"]["done"].as_u64().unwrap_or(0));
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        bar.finish_and_clear();
+        (
+            job["status"].as_str().unwrap_or("failed").to_string(),
+            job["counters"].clone(),
+            serde_json::from_value::<Vec<String>>(job["errors"].clone()).unwrap_or_default(),
+        )
+    } else {
+        let services = Services::open(config).await?;
+        let bar = progress(0, task.name());
+        let job = services
+            .jobs
+            .run_inline(task, |ctx| {
+                let (done, total) = ctx.progress();
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+        bar.finish_and_clear();
+        let errors = serde_json::from_value::<Vec<String>>(job.errors.clone()).unwrap_or_default();
+        (job.status, job.counters, errors)
+    };
+    let c: BackfillCounters = serde_json::from_value(counters).unwrap_or_default();
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    println!(
+        "backfill {status}: {} series ({} failed), {} bars fetched, {} written, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
+        c.series,
+        c.series_failed,
+        c.bars_fetched,
+        c.bars_written,
+        c.bars_rejected,
+        c.dropped.no_trade + c.dropped.out_of_range + c.dropped.forming,
+        c.dropped.no_trade,
+        c.dropped.out_of_range,
+        c.dropped.forming,
+        c.actions,
+        started.elapsed().as_secs_f64(),
+        c.shares(),
+    );
+    match (status.as_str(), errors.first()) {
+        ("succeeded", _) => Ok(()),
+        (_, Some(e)) if errors.len() == 1 => Err(fail(e)),
+        (_, Some(e)) => Err(fail(format!("{} series failed, first: {e}", errors.len()))),
+        (s, None) => Err(fail(format!("backfill {s}"))),
+    }
 }

@@ -115,7 +115,7 @@ impl StorageConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StoreConfig {
     Embedded,
-    Influxdb(InfluxConfig),
+    Influxdb(Box<InfluxConfig>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -395,7 +395,7 @@ impl Config {
         note(&Some(self.server.admin_token_env.clone()));
         note(&Some(self.server.read_token_env.clone()));
         let influx = |s: &StoreConfig| match s {
-            StoreConfig::Influxdb(c) => Some(c.clone()),
+            StoreConfig::Influxdb(c) => Some((**c).clone()),
             StoreConfig::Embedded => None,
         };
         let mut influxes: Vec<InfluxConfig> = influx(&self.storage.primary).into_iter().collect();
@@ -849,7 +849,7 @@ fn decode_store(d: &mut Decoder, path: &str, v: Option<&Value>) -> StoreConfig {
     let kind: String = d.field(&mut s, "kind", "embedded".to_string());
     let out = match kind.as_str() {
         "embedded" => StoreConfig::Embedded,
-        "influxdb" => StoreConfig::Influxdb(decode_influx(d, &mut s)),
+        "influxdb" => StoreConfig::Influxdb(Box::new(decode_influx(d, &mut s))),
         other => {
             d.problems.push(format!(
                 "{path}.kind: unknown store kind {other:?} (expected embedded or influxdb)"

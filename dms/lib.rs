@@ -9,6 +9,10 @@
 //! - [`validate`]: the rules every bar passes; builds the only type a store accepts.
 //! - [`store`]: the `Store` trait, the embedded (SQLite) and InfluxDB stores, the metadata db.
 //! - [`ingest`]: the write path around the primary: change log, cache invalidation, metrics.
+//! - [`source`]: Yahoo, Futu and files behind one `Source` trait, with shared rate limits.
+//! - [`maintain`]: jobs and the tasks they run (backfill).
+//! - [`reader`], [`format`]: the read path and output encoders.
+//! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the wiring between them.
 
 pub mod api;
 pub mod app;
@@ -18,6 +22,7 @@ pub mod domain;
 pub mod format;
 pub mod import;
 pub mod ingest;
+pub mod maintain;
 pub mod reader;
 pub mod source;
 pub mod store;

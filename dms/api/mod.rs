@@ -8,6 +8,8 @@ pub mod bars;
 pub mod error;
 pub mod health;
 pub mod import;
+pub mod jobs;
+pub mod sources;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -68,6 +70,12 @@ pub fn router(services: Services) -> Router {
         .route("/metrics", get(health::prometheus))
         .route("/api/v1/bars", get(bars::bars))
         .route("/api/v1/import", post(import::import))
+        .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
+        .route("/api/v1/jobs/{id}", get(jobs::show))
+        .route("/api/v1/jobs/{id}/log", get(jobs::log))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/sources", get(sources::list))
+        .route("/api/v1/sources/{name}/ping", post(sources::ping))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(http_metrics))

@@ -177,7 +177,8 @@ impl JsonEncoder {
         }
         let mut buf = ryu::Buffer::new();
         let adjusted = self.adjusted;
-        let cols: [(&str, &dyn Fn(&Bar) -> f64); 5] = [
+        type Column<'a> = (&'a str, &'a dyn Fn(&Bar) -> f64);
+        let cols: [Column<'_>; 5] = [
             ("open", &|b| ohlc(b, adjusted).0),
             ("high", &|b| ohlc(b, adjusted).1),
             ("low", &|b| ohlc(b, adjusted).2),

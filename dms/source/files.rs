@@ -573,6 +573,7 @@ impl Source for FilesSource {
                 });
             };
             let series = req.series.clone();
+            let parse_started = std::time::Instant::now();
             let read = tokio::task::spawn_blocking(move || {
                 read_file(&path, series.interval, Some(&series.symbol))
             })
@@ -596,6 +597,7 @@ impl Source for FilesSource {
                 bars,
                 actions: Vec::new(),
                 dropped,
+                parse_time: parse_started.elapsed(),
             })
         }))
     }

@@ -10,6 +10,7 @@
 //! when the source keeps refusing.
 
 pub mod files;
+pub mod futu;
 pub mod gate;
 pub mod ratelimit;
 
@@ -120,6 +121,8 @@ pub struct Page {
     pub bars: Vec<Bar>,
     pub actions: Vec<CorporateAction>,
     pub dropped: Dropped,
+    /// Time spent turning the response into bars (the rest of a page's latency is fetching).
+    pub parse_time: Duration,
 }
 
 pub type PageStream = Pin<Box<dyn Stream<Item = Result<Page, SourceError>> + Send>>;

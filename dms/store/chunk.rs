@@ -80,7 +80,7 @@ pub fn decode_into(blob: &[u8], lo: i64, hi: i64, out: &mut Vec<Bar>) -> Result<
     let first = partition_point(n, |i| ts_at(i) < lo);
     let last = partition_point(n, |i| ts_at(i) < hi);
     out.reserve(last.saturating_sub(first));
-    for i in first..last {
+    for (i, &source) in sources.iter().enumerate().take(last).skip(first) {
         let a = f64::from_bits(word(adj, i));
         out.push(Bar {
             ts: ts_at(i),
@@ -90,7 +90,7 @@ pub fn decode_into(blob: &[u8], lo: i64, hi: i64, out: &mut Vec<Bar>) -> Result<
             close: f64::from_bits(word(close, i)),
             volume: f64::from_bits(word(volume, i)),
             adj_close: (!a.is_nan()).then_some(a),
-            source: SourceKind::from_u8(sources[i]),
+            source: SourceKind::from_u8(source),
         });
     }
     Ok(())

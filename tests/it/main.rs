@@ -2,6 +2,7 @@
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
 mod cli;
+mod futu;
 mod helpers;
 mod server;
 mod store_suite;

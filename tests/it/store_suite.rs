@@ -107,7 +107,10 @@ pub async fn latest_moves_back_when_the_newest_bars_are_deleted(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(removed, 3);
-    assert_eq!(s.latest(&[k.clone()]).await.unwrap()[&k], all[6]);
+    assert_eq!(
+        s.latest(std::slice::from_ref(&k)).await.unwrap()[&k],
+        all[6]
+    );
     let removed = s
         .delete(&k, TimeRange::new(all[2].ts, all[4].ts).unwrap())
         .await
@@ -127,7 +130,7 @@ pub async fn latest_moves_back_when_the_newest_bars_are_deleted(s: &dyn Store) {
     let stats = s.list_series().await.unwrap();
     assert_eq!((stats[0].count, stats[0].last), (5, all[6].ts));
     assert_eq!(s.delete(&k, TimeRange::ALL).await.unwrap(), 5);
-    assert!(s.latest(&[k.clone()]).await.unwrap().is_empty());
+    assert!(s.latest(std::slice::from_ref(&k)).await.unwrap().is_empty());
     assert!(s.list_series().await.unwrap().is_empty());
 }
 
@@ -184,7 +187,7 @@ pub async fn odd_symbols_round_trip_and_never_alter_a_query(s: &dyn Store) {
             "symbol {sym:?}"
         );
         assert_eq!(
-            s.latest(&[k.clone()]).await.unwrap()[&k],
+            s.latest(std::slice::from_ref(&k)).await.unwrap()[&k],
             b[2],
             "symbol {sym:?}"
         );
@@ -233,7 +236,7 @@ pub async fn corporate_actions_are_upserted_per_kind_and_date(s: &dyn Store) {
         .await
         .unwrap();
     let mut got = s.read_actions(&sym, TimeRange::ALL).await.unwrap();
-    got.sort_by(|a, b| (a.ts, a.kind).cmp(&(b.ts, b.kind)));
+    got.sort_by_key(|a| (a.ts, a.kind));
     assert_eq!(got, vec![revised.clone(), split.clone(), gain.clone()]);
     let first_week = TimeRange::new(T0, T0 + 5 * DAY).unwrap();
     assert_eq!(s.read_actions(&sym, first_week).await.unwrap().len(), 2);

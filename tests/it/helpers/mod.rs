@@ -2,3 +2,4 @@
 
 pub mod app;
 pub mod bars;
+pub mod fake_opend;

@@ -1,0 +1,382 @@
+//! Jobs: every maintenance run is a job, persisted in the metadata database with its status
+//! (`queued → running → succeeded | failed | cancelled`), progress `{done, total}`, counters,
+//! errors, a resume checkpoint and log lines.
+//!
+//! [`Jobs::submit`] queues a job and runs it on a task (the API's `POST /api/v1/jobs`);
+//! [`Jobs::run_inline`] runs one in the caller's task (the CLI without a server). Both record
+//! the job the same way. At start-up [`Jobs::resume_interrupted`] runs again the jobs a crash or
+//! restart left queued or running, from their last checkpoint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::backfill::{self, BackfillEnv, BackfillParams};
+use crate::store::meta::{JobRecord, MetaDb, MetaError};
+use crate::telemetry::{labels, metrics};
+
+/// How often a running job's progress and counters are written to the metadata db.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// A job request, as `POST /api/v1/jobs` takes it (DESIGN §4), plus `source` for backfills.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub task: String,
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "lowercase")]
+pub enum Task {
+    Backfill(BackfillParams),
+}
+
+impl Task {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Backfill(_) => "backfill",
+        }
+    }
+
+    /// Checks a request; the message says what is wrong.
+    pub fn parse(spec: &JobSpec) -> Result<Task, String> {
+        match spec.task.as_str() {
+            "backfill" => backfill::parse_params(
+                &spec.symbols,
+                spec.interval.as_deref(),
+                spec.start.as_deref(),
+                spec.end.as_deref(),
+                spec.source.as_deref(),
+            )
+            .map(Task::Backfill),
+            t @ ("update" | "full" | "repair" | "verify" | "sync") => {
+                Err(format!("task {t:?} is not available in this version yet"))
+            }
+            t => Err(format!(
+                "unknown task {t:?} (expected update, backfill, full, repair, verify or sync)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    done: u64,
+    total: u64,
+    counters: serde_json::Value,
+    checkpoint: Option<serde_json::Value>,
+    dirty: bool,
+}
+
+/// A running job's handle to report through. Cheap to clone.
+#[derive(Clone)]
+pub struct JobCtx {
+    id: u64,
+    meta: MetaDb,
+    cancel: CancellationToken,
+    /// A std `Mutex`: only held to read or update the numbers, never across an `.await`.
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl JobCtx {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Progress) -> T) -> T {
+        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        p.dirty = true;
+        f(&mut p)
+    }
+
+    pub fn set_total(&self, n: u64) {
+        self.with(|p| p.total = n);
+    }
+
+    pub fn set_done(&self, n: u64) {
+        self.with(|p| p.done = n);
+    }
+
+    pub fn inc_done(&self) {
+        self.with(|p| p.done += 1);
+    }
+
+    pub fn set_counters(&self, c: serde_json::Value) {
+        self.with(|p| p.counters = c);
+    }
+
+    pub fn set_checkpoint(&self, c: serde_json::Value) {
+        self.with(|p| p.checkpoint = Some(c));
+    }
+
+    pub fn checkpoint(&self) -> Option<serde_json::Value> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .checkpoint
+            .clone()
+    }
+
+    /// `(done, total)`.
+    pub fn progress(&self) -> (u64, u64) {
+        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        (p.done, p.total)
+    }
+
+    /// Appends a line to the job's log (and to the process log).
+    pub async fn log(&self, level: &str, message: &str) {
+        match level {
+            "error" => tracing::warn!(job_id = self.id, "{message}"),
+            _ => tracing::info!(job_id = self.id, "{message}"),
+        }
+        if let Err(e) = self.meta.append_job_log(self.id, level, message).await {
+            tracing::warn!(job_id = self.id, error = %e, "cannot record a job log line");
+        }
+    }
+
+    async fn flush(&self, errors: &[String]) -> Result<(), MetaError> {
+        let snapshot = {
+            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            if !p.dirty {
+                return Ok(());
+            }
+            p.dirty = false;
+            (p.done, p.total, p.counters.clone(), p.checkpoint.clone())
+        };
+        self.meta
+            .update_job(
+                self.id,
+                snapshot.0,
+                snapshot.1,
+                &snapshot.2,
+                &serde_json::json!(errors),
+                snapshot.3.as_ref(),
+            )
+            .await
+    }
+}
+
+/// What jobs run against. Cheap to clone.
+#[derive(Clone)]
+pub struct Jobs {
+    meta: MetaDb,
+    env: BackfillEnv,
+    /// Cancellation tokens of running jobs.
+    running: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("job {0} not found")]
+    NotFound(u64),
+    #[error("job {id} is {status}, not running")]
+    NotRunning { id: u64, status: String },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl Jobs {
+    pub fn new(meta: MetaDb, env: BackfillEnv) -> Jobs {
+        Jobs {
+            meta,
+            env,
+            running: Arc::default(),
+        }
+    }
+
+    pub fn meta(&self) -> &MetaDb {
+        &self.meta
+    }
+
+    /// Records a job as queued and starts it on a task; returns its id.
+    pub async fn submit(&self, task: Task) -> Result<u64, JobError> {
+        let id = self
+            .meta
+            .create_job(
+                task.name(),
+                &serde_json::to_value(&task).unwrap_or_default(),
+            )
+            .await?;
+        self.spawn(id, task, None);
+        Ok(id)
+    }
+
+    fn spawn(&self, id: u64, task: Task, checkpoint: Option<serde_json::Value>) {
+        let this = self.clone();
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, cancel.clone());
+        tokio::spawn(async move {
+            this.execute(id, task, cancel, checkpoint, |_| {}).await;
+        });
+    }
+
+    /// Runs a job in the caller's task; `on_progress` is called with `(done, total)` after each
+    /// step. Returns the final record.
+    pub async fn run_inline(
+        &self,
+        task: Task,
+        on_progress: impl FnMut(&JobCtx),
+    ) -> Result<JobRecord, JobError> {
+        let id = self
+            .meta
+            .create_job(
+                task.name(),
+                &serde_json::to_value(&task).unwrap_or_default(),
+            )
+            .await?;
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, cancel.clone());
+        self.execute(id, task, cancel, None, on_progress).await;
+        self.meta.job(id).await?.ok_or(JobError::NotFound(id))
+    }
+
+    /// Requests cancellation; the job stops at its next step and is recorded `cancelled`.
+    pub async fn cancel(&self, id: u64) -> Result<(), JobError> {
+        if let Some(token) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            token.cancel();
+            return Ok(());
+        }
+        match self.meta.job(id).await? {
+            None => Err(JobError::NotFound(id)),
+            Some(j) => Err(JobError::NotRunning {
+                id,
+                status: j.status,
+            }),
+        }
+    }
+
+    /// Runs again the jobs left `queued` or `running` by a crash or restart, from their
+    /// checkpoints. Returns how many.
+    pub async fn resume_interrupted(&self) -> Result<usize, JobError> {
+        let mut n = 0;
+        for status in ["running", "queued"] {
+            for job in self.meta.jobs(Some(status.into()), 1, 10_000).await? {
+                match serde_json::from_value::<Task>(job.params.clone()) {
+                    Ok(task) => {
+                        tracing::info!(job_id = job.id, task = %job.task, "resuming an interrupted job");
+                        self.meta
+                            .append_job_log(job.id, "info", "resumed after a restart")
+                            .await?;
+                        self.spawn(job.id, task, job.checkpoint.clone());
+                        n += 1;
+                    }
+                    Err(e) => {
+                        self.meta
+                            .append_job_log(job.id, "error", &format!("cannot resume: {e}"))
+                            .await?;
+                        self.meta.set_job_status(job.id, "failed").await?;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn execute(
+        &self,
+        id: u64,
+        task: Task,
+        cancel: CancellationToken,
+        checkpoint: Option<serde_json::Value>,
+        mut on_progress: impl FnMut(&JobCtx),
+    ) {
+        let ctx = JobCtx {
+            id,
+            meta: self.meta.clone(),
+            cancel: cancel.clone(),
+            progress: Arc::new(Mutex::new(Progress {
+                checkpoint,
+                ..Progress::default()
+            })),
+        };
+        let started = Instant::now();
+        if let Err(e) = self.meta.set_job_status(id, "running").await {
+            tracing::warn!(job_id = id, error = %e, "cannot mark the job running");
+        }
+        ctx.log("info", &format!("{} started", task.name())).await;
+        // Flush progress every second while the task runs; report progress to the caller.
+        let work = async {
+            match &task {
+                Task::Backfill(p) => {
+                    let (counters, errors) = backfill::run(&self.env, p, &ctx).await;
+                    (serde_json::to_value(&counters).unwrap_or_default(), errors)
+                }
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        let (counters, errors) = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => {
+                    on_progress(&ctx);
+                    let _ = ctx.flush(&[]).await;
+                }
+            }
+        };
+        ctx.set_counters(counters);
+        on_progress(&ctx);
+        if let Err(e) = ctx.flush(&errors).await {
+            tracing::warn!(job_id = id, error = %e, "cannot record job progress");
+        }
+        let status = if cancel.is_cancelled() {
+            "cancelled"
+        } else if errors.is_empty() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let elapsed = started.elapsed();
+        ctx.log(
+            if status == "failed" { "error" } else { "info" },
+            &format!("{} {status} in {:.1}s", task.name(), elapsed.as_secs_f64()),
+        )
+        .await;
+        if let Err(e) = self.meta.set_job_status(id, status).await {
+            tracing::warn!(job_id = id, error = %e, "cannot record the job's final status");
+        }
+        metrics()
+            .jobs
+            .get_or_create(&labels([("task", task.name()), ("outcome", status)]))
+            .inc();
+        metrics()
+            .job_duration
+            .get_or_create(&labels([("task", task.name())]))
+            .observe(elapsed.as_secs_f64());
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}

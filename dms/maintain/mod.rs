@@ -1,0 +1,7 @@
+//! Keeping the data complete: jobs (persisted in the metadata db, with progress, counters and a
+//! log) and the tasks they run. Today: `backfill`. The update, gap, repair, verify and sync
+//! tasks of DESIGN §5 plug into the same runner.
+
+pub mod backfill;
+pub mod jobs;
+pub mod locks;
