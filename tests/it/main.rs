@@ -4,5 +4,6 @@
 mod cli;
 mod futu;
 mod helpers;
+mod jobs;
 mod server;
 mod store_suite;
