@@ -11,6 +11,7 @@
 
 pub mod gate;
 pub mod ratelimit;
+pub mod yahoo;
 
 use std::pin::Pin;
 use std::time::Duration;
