@@ -3,3 +3,4 @@
 
 mod helpers;
 mod store_suite;
+mod yahoo;
