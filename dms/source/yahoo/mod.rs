@@ -4,7 +4,8 @@
 //! - [`window`]: plans the `period1/period2` requests for a [`FetchRequest`] and enforces Yahoo's
 //!   intraday windows before anything is sent (the clipping policy is documented there);
 //! - [`client`]: the HTTP call and the status → [`SourceError`] mapping;
-//! - `models`: the lenient wire types, private to this folder;
+//! - `models`: the lenient wire types, private to this folder, and `arrays`, the exact and
+//!   fast readers of their bar arrays;
 //! - [`parse`]: wire → domain bars and corporate actions, the timestamp rules, and which bars are
 //!   dropped (no trade, out of range, still forming).
 //!
@@ -15,6 +16,7 @@
 //!
 //! Parsing runs on the blocking pool: a long response is tens of milliseconds of CPU.
 
+mod arrays;
 pub mod client;
 mod models;
 pub mod parse;

@@ -12,24 +12,34 @@
 //!   `{"pre":[],"post":[]}`; a shape we do not know is ignored, never fatal;
 //! - `events` maps are keyed by epoch strings; the entry's `date` is the real event time.
 //!
-//! Numbers are parsed by `serde_json` with `float_roundtrip`, so `116.12999725341797` stays
-//! exactly that `f64`.
+//! The bar arrays (`timestamp`, `indicators.quote[0].*`, `adjclose`) are the bulk of a
+//! response. They are borrowed as raw JSON text (`serde_json::value::RawValue`, which only
+//! checks their syntax) and read by [`super::arrays`] with the standard library's
+//! correctly rounded float parser: the same `f64` as `serde_json` with `float_roundtrip`
+//! (`116.12999725341797` stays exactly that), at several times its speed. Everything else goes
+//! through `serde_json` with `float_roundtrip`.
+//!
+//! `RawValue` needs `serde_json`'s `raw_value` feature. It is enabled today through axum;
+//! `Cargo.toml` should name it on the `serde_json` line (should axum stop enabling it, the build
+//! fails loudly, it cannot silently change).
 
 use std::collections::HashMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 #[derive(Debug, Deserialize)]
-pub(super) struct ChartResponse {
-    pub chart: Chart,
+pub(super) struct ChartResponse<'a> {
+    #[serde(borrow)]
+    pub chart: Chart<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct Chart {
-    #[serde(default)]
-    pub result: Option<Vec<ChartResult>>,
+pub(super) struct Chart<'a> {
+    #[serde(borrow, default)]
+    pub result: Option<Vec<ChartResult<'a>>>,
     #[serde(default)]
     pub error: Option<ChartError>,
 }
@@ -44,15 +54,16 @@ pub(super) struct ChartError {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct ChartResult {
+pub(super) struct ChartResult<'a> {
     #[serde(default)]
     pub meta: Option<Meta>,
-    #[serde(default)]
-    pub timestamp: Option<Vec<Epoch>>,
+    /// Raw: read with [`super::arrays::epochs`].
+    #[serde(borrow, default)]
+    pub timestamp: Option<&'a RawValue>,
     #[serde(default)]
     pub events: Option<Events>,
-    #[serde(default)]
-    pub indicators: Option<Indicators>,
+    #[serde(borrow, default)]
+    pub indicators: Option<Indicators<'a>>,
 }
 
 /// The few meta fields DMS uses. `gmtoffset`/`timezone` are deliberately absent: they describe
@@ -107,32 +118,33 @@ pub(super) enum TradingPeriods {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct Indicators {
-    #[serde(default)]
-    pub quote: Vec<Quote>,
-    #[serde(default)]
-    pub adjclose: Vec<AdjClose>,
+pub(super) struct Indicators<'a> {
+    #[serde(borrow, default)]
+    pub quote: Vec<Quote<'a>>,
+    #[serde(borrow, default)]
+    pub adjclose: Vec<AdjClose<'a>>,
 }
 
-/// One entry of `indicators.quote`; `{}` for an empty range. Arrays line up with `timestamp`.
+/// One entry of `indicators.quote`; `{}` for an empty range. Raw arrays, read with
+/// [`super::arrays::numbers`]; they line up with `timestamp`.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct Quote {
-    #[serde(default)]
-    pub open: Option<Vec<Num>>,
-    #[serde(default)]
-    pub high: Option<Vec<Num>>,
-    #[serde(default)]
-    pub low: Option<Vec<Num>>,
-    #[serde(default)]
-    pub close: Option<Vec<Num>>,
-    #[serde(default)]
-    pub volume: Option<Vec<Num>>,
+pub(super) struct Quote<'a> {
+    #[serde(borrow, default)]
+    pub open: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub high: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub low: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub close: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub volume: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct AdjClose {
-    #[serde(default)]
-    pub adjclose: Option<Vec<Num>>,
+pub(super) struct AdjClose<'a> {
+    #[serde(borrow, default)]
+    pub adjclose: Option<&'a RawValue>,
 }
 
 /// Corporate actions, keyed by an epoch string: for multi-period intervals the key is the start
@@ -365,10 +377,8 @@ mod tests {
 
     #[test]
     fn an_empty_range_has_no_timestamps_and_an_empty_quote() {
-        let r: ChartResponse = serde_json::from_str(
-            r#"{"chart":{"result":[{"meta":{"currentTradingPeriod":null},"indicators":{"quote":[{}]}}],"error":null}}"#,
-        )
-        .unwrap();
+        let text = r#"{"chart":{"result":[{"meta":{"currentTradingPeriod":null},"indicators":{"quote":[{}]}}],"error":null}}"#;
+        let r: ChartResponse = serde_json::from_str(text).unwrap();
         let res = &r.chart.result.unwrap()[0];
         assert!(res.timestamp.is_none());
         assert!(res.indicators.as_ref().unwrap().quote[0].close.is_none());

@@ -29,13 +29,23 @@
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use chrono_tz::Tz;
 
-use super::models::{
-    ChartError, ChartResponse, ChartResult, Events, Meta, Num, Period, TradingPeriods,
-};
+use serde_json::value::RawValue;
+
+use super::arrays;
+use super::models::{ChartError, ChartResponse, ChartResult, Events, Meta, Period, TradingPeriods};
 use crate::domain::{Bar, CorporateAction, Interval, Market, SourceKind, TimeRange, time};
 use crate::source::{Dropped, Page, SourceError};
 
 const SRC: SourceKind = SourceKind::Yahoo;
+
+/// Marks a JSON `null` in a bar column: a quiet NaN with a payload that neither parsing
+/// (`"NaN"` gives the canonical NaN) nor arithmetic produces. It never leaves this module:
+/// nulls become "no trade" or a canonical NaN before bars are returned.
+const NULL: f64 = f64::from_bits(0x7FF8_DEAD_BEEF_0001);
+
+fn is_null(v: f64) -> bool {
+    v.to_bits() == NULL.to_bits()
+}
 
 /// What a response answers: everything parsing needs to know besides the body.
 #[derive(Debug, Clone, Copy)]
@@ -174,45 +184,67 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
     let tz = resolve_tz(&meta, spec)?;
     let ctx = Ctx::new(&meta, spec, tz);
 
-    let ts = result.timestamp.unwrap_or_default();
+    let mut ts: Vec<i64> = Vec::new();
+    let mut bad_ts: Option<usize> = None;
+    if let Some(raw) = result.timestamp {
+        ts.reserve(raw.get().len() / 11 + 1);
+        arrays::each_epoch(raw, |i, t| {
+            if t.is_none() {
+                bad_ts.get_or_insert(i);
+            }
+            ts.push(t.unwrap_or_default());
+        })
+        .map_err(|e| protocol(spec, format!("timestamp: {e}")))?;
+    }
+    if let Some(i) = bad_ts {
+        return Err(protocol(spec, format!("timestamp {i} is not a number")));
+    }
     let n = ts.len();
     let indicators = result.indicators.unwrap_or_default();
     let quote = indicators.quote.into_iter().next().unwrap_or_default();
-    let adj = if interval.is_intraday() {
-        None
-    } else {
-        indicators
-            .adjclose
-            .into_iter()
-            .next()
-            .and_then(|a| a.adjclose)
-    };
-    let columns = [
-        ("open", &quote.open),
-        ("high", &quote.high),
-        ("low", &quote.low),
-        ("close", &quote.close),
-        ("volume", &quote.volume),
-        ("adjclose", &adj),
-    ];
-    for (name, col) in columns {
-        if let Some(col) = col
-            && col.len() != n
-        {
+    if n > 0
+        && [quote.open, quote.high, quote.low, quote.close]
+            .iter()
+            .all(Option::is_none)
+    {
+        // Not "no trade": nothing was sent, and a page must not confirm a span it did not see.
+        return Err(protocol(
+            spec,
+            format!("{n} timestamps but no price arrays"),
+        ));
+    }
+    // Columns as plain `f64`s with [`NULL`] for `null`: half the memory of `Option<f64>`,
+    // which matters for the ten-year minute responses of backfills and benchmarks.
+    let column = |name: &str, raw: Option<&RawValue>| -> Result<Option<Vec<f64>>, SourceError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let mut values = Vec::with_capacity(n);
+        let count = arrays::each_number(raw, |_, v| values.push(v.unwrap_or(NULL)))
+            .map_err(|e| protocol(spec, format!("{name}: {e}")))?;
+        if count != n {
             return Err(protocol(
                 spec,
-                format!("{name} has {} values for {n} timestamps", col.len()),
+                format!("{name} has {count} values for {n} timestamps"),
             ));
         }
-    }
-    let col = |c: &Option<Vec<Num>>, i: usize| c.as_ref().and_then(|v| v[i].0);
+        Ok(Some(values))
+    };
+    let opens = column("open", quote.open)?;
+    let highs = column("high", quote.high)?;
+    let lows = column("low", quote.low)?;
+    let closes = column("close", quote.close)?;
+    let volumes = column("volume", quote.volume)?;
+    let adjs = match indicators.adjclose.into_iter().next() {
+        Some(a) if !interval.is_intraday() => column("adjclose", a.adjclose)?,
+        _ => None,
+    };
+    let at = |c: &Option<Vec<f64>>, i: usize| c.as_ref().map_or(NULL, |v| v[i]);
+    // A partial-null bar keeps NaN in place of the nulls: validation quarantines it.
+    let value = |v: f64| if is_null(v) { f64::NAN } else { v };
 
     let mut bars = Vec::with_capacity(n);
     let mut dropped = Dropped::default();
     let mut first_forming: Option<i64> = None;
-    for (i, t) in ts.iter().enumerate() {
-        let raw =
-            t.0.ok_or_else(|| protocol(spec, format!("timestamp {i} is not a number")))?;
+    for (i, &raw) in ts.iter().enumerate() {
         let stamp = ctx.stamp(raw);
         if raw >= spec.period2 || !spec.range.contains(stamp) || ctx.extended_hours(raw) {
             dropped.out_of_range += 1;
@@ -224,25 +256,25 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
             continue;
         }
         let (open, high, low, close, volume) = (
-            col(&quote.open, i),
-            col(&quote.high, i),
-            col(&quote.low, i),
-            col(&quote.close, i),
-            col(&quote.volume, i),
+            at(&opens, i),
+            at(&highs, i),
+            at(&lows, i),
+            at(&closes, i),
+            at(&volumes, i),
         );
-        let no_prices = open.is_none() && high.is_none() && low.is_none() && close.is_none();
-        if no_prices && volume.is_none_or(|v| v == 0.0) {
+        let no_prices = is_null(open) && is_null(high) && is_null(low) && is_null(close);
+        if no_prices && (is_null(volume) || volume == 0.0) {
             dropped.no_trade += 1;
             continue;
         }
         bars.push(Bar {
             ts: stamp,
-            open: open.unwrap_or(f64::NAN),
-            high: high.unwrap_or(f64::NAN),
-            low: low.unwrap_or(f64::NAN),
-            close: close.unwrap_or(f64::NAN),
-            volume: volume.unwrap_or(f64::NAN),
-            adj_close: adj.as_ref().map(|a| a[i].0.unwrap_or(f64::NAN)),
+            open: value(open),
+            high: value(high),
+            low: value(low),
+            close: value(close),
+            volume: value(volume),
+            adj_close: adjs.as_ref().map(|a| value(a[i])),
             source: SRC,
         });
     }
@@ -750,6 +782,13 @@ mod tests {
         let wrong = AAPL_1D.replace("\"dataGranularity\":\"1d\"", "\"dataGranularity\":\"1wk\"");
         let e = parse_chart(wrong.as_bytes(), &s).unwrap_err();
         assert!(e.to_string().contains("asked for 1d bars"), "{e}");
+        let no_prices = r#"{"chart":{"result":[{"meta":{"exchangeTimezoneName":"America/New_York"},
+            "timestamp":[1598880600,1598967000],"indicators":{"quote":[{"volume":[1,2]}]}}]}}"#;
+        let e = parse_chart(no_prices.as_bytes(), &s).unwrap_err();
+        assert!(
+            e.to_string().contains("2 timestamps but no price arrays"),
+            "{e}"
+        );
         let misaligned = AAPL_1D.replace("[1598880600,", "[");
         let e = parse_chart(misaligned.as_bytes(), &s).unwrap_err();
         assert!(e.to_string().contains("values for 48 timestamps"), "{e}");
