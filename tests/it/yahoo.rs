@@ -236,8 +236,11 @@ fn assert_bars_equal(got: &[Bar], expected: &[Row], stamp: fn(i64) -> i64, daily
     }
 }
 
+/// An action as `(kind, ts, amount, (numerator, denominator))`, for comparisons.
+type ActionRow = (ActionKind, i64, f64, Option<(f64, f64)>);
+
 /// The fixture's events as actions, computed independently of the parser.
-fn expected_actions(name: &str) -> Vec<(ActionKind, i64, f64, Option<(f64, f64)>)> {
+fn expected_actions(name: &str) -> Vec<ActionRow> {
     let r = result_of(name);
     let mut out = Vec::new();
     let ev = &r["events"];
@@ -266,7 +269,7 @@ fn expected_actions(name: &str) -> Vec<(ActionKind, i64, f64, Option<(f64, f64)>
     out
 }
 
-fn action_tuples(actions: &[CorporateAction]) -> Vec<(ActionKind, i64, f64, Option<(f64, f64)>)> {
+fn action_tuples(actions: &[CorporateAction]) -> Vec<ActionRow> {
     actions
         .iter()
         .map(|a| (a.kind, a.ts, a.amount, a.numerator.zip(a.denominator)))

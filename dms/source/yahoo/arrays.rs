@@ -1,15 +1,14 @@
 //! Readers for the bar arrays of a chart response (`timestamp`, `indicators.quote[0].*`,
 //! `adjclose`), which are nearly all of its bytes.
 //!
-//! `serde_json` hands them over as raw text (`RawValue`) after checking their syntax; these
-//! readers then tokenise and convert in one pass. Numbers are exact: a number whose digits fit
+//! [`super::skeleton`] finds them; these readers check and convert them in one pass: every
+//! element must be a number, `null` or a number string, or the response is refused. Numbers
+//! are exact: a number whose digits fit
 //! in 53 bits with at most 22 decimals is `digits / 10^decimals`, one correctly rounded IEEE
 //! division of two exact values (Clinger's fast path, the same one `serde_json` and the standard
 //! library take); anything else goes to the standard library's correctly rounded parser. So a
 //! value is the same `f64` `serde_json` with `float_roundtrip` would give, bit for bit: the
 //! tests check it against both on real and generated data.
-
-use serde_json::value::RawValue;
 
 /// Exact powers of ten for the fast path.
 const POW10: [f64; 23] = [
@@ -23,14 +22,14 @@ const POW10: [f64; 23] = [
 /// that values go straight into their bars: a ten-year minute response would otherwise
 /// allocate (and page-fault in) a hundred megabytes of intermediate columns.
 pub(super) fn each_number(
-    raw: &RawValue,
+    raw: &[u8],
     mut f: impl FnMut(usize, Option<f64>),
 ) -> Result<usize, String> {
-    let mut c = Cursor::new(raw.get())?;
+    let mut c = Cursor::new(raw)?;
     let mut n = 0;
     while let Some(first) = c.next_element()? {
         let v = match first {
-            b'-' | b'0'..=b'9' => Some(c.number()),
+            b'-' | b'0'..=b'9' => Some(c.number()?),
             b'n' => {
                 c.literal("null")?;
                 None
@@ -48,14 +47,14 @@ pub(super) fn each_number(
 /// strings; `null` or a non-integral value is `None` (the caller decides); anything else is
 /// refused. Returns how many values there were.
 pub(super) fn each_epoch(
-    raw: &RawValue,
+    raw: &[u8],
     mut f: impl FnMut(usize, Option<i64>),
 ) -> Result<usize, String> {
-    let mut c = Cursor::new(raw.get())?;
+    let mut c = Cursor::new(raw)?;
     let mut n = 0;
     while let Some(first) = c.next_element()? {
         let v = match first {
-            b'-' | b'0'..=b'9' => c.integer(),
+            b'-' | b'0'..=b'9' => c.integer()?,
             b'n' => {
                 c.literal("null")?;
                 None
@@ -78,9 +77,10 @@ fn special_float(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A position in the text of one JSON array. The text is valid JSON (serde_json checked it),
-/// which keeps the tokeniser small; it still never indexes out of bounds on bad input.
+/// A position in the text of one JSON array of scalars.
 struct Cursor<'a> {
+    /// The array's contents, without the brackets; `b` is `s` as bytes (one UTF-8 check per
+    /// array, not one per number that takes the slow path).
     s: &'a str,
     b: &'a [u8],
     i: usize,
@@ -89,21 +89,23 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn new(raw: &'a str) -> Result<Cursor<'a>, String> {
-        let s = raw.trim();
-        if !(s.starts_with('[') && s.ends_with(']') && s.len() >= 2) {
-            return Err(format!(
+    fn new(raw: &'a [u8]) -> Result<Cursor<'a>, String> {
+        let s = raw.trim_ascii();
+        match s {
+            [b'[', inner @ .., b']'] => {
+                let s = std::str::from_utf8(inner).map_err(|e| format!("not utf-8: {e}"))?;
+                Ok(Cursor {
+                    s,
+                    b: s.as_bytes(),
+                    i: 0,
+                    started: false,
+                })
+            }
+            _ => Err(format!(
                 "expected an array, got {:?}",
-                s.chars().take(20).collect::<String>()
-            ));
+                String::from_utf8_lossy(&s[..s.len().min(20)])
+            )),
         }
-        let s = &s[1..s.len() - 1];
-        Ok(Cursor {
-            s,
-            b: s.as_bytes(),
-            i: 0,
-            started: false,
-        })
     }
 
     fn skip_ws(&mut self) {
@@ -137,7 +139,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &str) -> Result<(), String> {
-        if self.s[self.i..].starts_with(word) {
+        if self.b[self.i..].starts_with(word.as_bytes()) {
             self.i += word.len();
             Ok(())
         } else {
@@ -157,11 +159,11 @@ impl<'a> Cursor<'a> {
             }
             self.i += 1;
         }
-        self.i = (self.i + 1).min(self.b.len());
-        let tok = &self.s[start..self.i];
-        if tok.len() < 2 || !tok.ends_with('"') {
+        if self.i >= self.b.len() {
             return Err("unterminated string".to_string());
         }
+        self.i += 1;
+        let tok = &self.s[start..self.i];
         if escaped {
             serde_json::from_str::<String>(tok)
                 .map(Into::into)
@@ -171,20 +173,22 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The end of the number token starting at `start` (digits, sign, point, exponent).
-    fn number_end(&self, start: usize) -> usize {
+    /// The number token starting at `start` (digits, sign, point, exponent) as text.
+    fn number_token(&mut self, start: usize) -> &'a str {
         let mut i = start;
         while i < self.b.len()
             && matches!(self.b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
         {
             i += 1;
         }
-        i
+        self.i = i;
+        // ASCII bytes only, so `start..i` are character boundaries.
+        &self.s[start..i]
     }
 
     /// A JSON number, exactly (see the module doc).
     #[inline]
-    fn number(&mut self) -> f64 {
+    fn number(&mut self) -> Result<f64, String> {
         let start = self.i;
         let b = self.b;
         let mut i = start;
@@ -196,6 +200,9 @@ impl<'a> Cursor<'a> {
         let int_start = i;
         i = accumulate_digits(b, i, &mut mantissa);
         let mut digits = i - int_start;
+        if digits == 0 {
+            return Err(format!("bad number at byte {start}"));
+        }
         let mut decimals = 0;
         if i < b.len() && b[i] == b'.' {
             let frac_start = i + 1;
@@ -208,25 +215,21 @@ impl<'a> Cursor<'a> {
         if plain && digits <= 19 && mantissa <= 1 << 53 && decimals < POW10.len() {
             self.i = i;
             let v = mantissa as f64 / POW10[decimals];
-            return if neg { -v } else { v };
+            return Ok(if neg { -v } else { v });
         }
-        let end = self.number_end(start);
-        self.i = end;
-        // Valid JSON numbers always parse; NaN would only mean a tokeniser bug and is then
-        // quarantined by validation rather than trusted.
-        self.s[start..end].parse().unwrap_or(f64::NAN)
+        let tok = self.number_token(start);
+        tok.parse().map_err(|_| format!("bad number {tok}"))
     }
 
-    /// An epoch: an integer, or an integral float such as `1.7e9`.
-    fn integer(&mut self) -> Option<i64> {
+    /// An epoch: an integer, or an integral float such as `1.7e9`; `None` when not integral.
+    fn integer(&mut self) -> Result<Option<i64>, String> {
         let start = self.i;
-        let end = self.number_end(start);
-        self.i = end;
-        let tok = &self.s[start..end];
-        tok.parse::<i64>().ok().or_else(|| {
-            let v = tok.parse::<f64>().ok()?;
-            (v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15).then_some(v as i64)
-        })
+        let tok = self.number_token(start);
+        if let Ok(v) = tok.parse::<i64>() {
+            return Ok(Some(v));
+        }
+        let v: f64 = tok.parse().map_err(|_| format!("bad number {tok}"))?;
+        Ok((v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15).then_some(v as i64))
     }
 }
 
@@ -278,11 +281,11 @@ fn eight_digits_value(v: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
+    fn raw(s: &str) -> &[u8] {
+        s.as_bytes()
     }
 
-    fn numbers(raw: &RawValue) -> Result<Vec<Option<f64>>, String> {
+    fn numbers(raw: &[u8]) -> Result<Vec<Option<f64>>, String> {
         let mut out = Vec::new();
         let n = each_number(raw, |i, v| {
             assert_eq!(i, out.len());
@@ -292,7 +295,7 @@ mod tests {
         Ok(out)
     }
 
-    fn epochs(raw: &RawValue) -> Result<Vec<Option<i64>>, String> {
+    fn epochs(raw: &[u8]) -> Result<Vec<Option<i64>>, String> {
         let mut out = Vec::new();
         each_epoch(raw, |_, v| out.push(v))?;
         Ok(out)
@@ -310,7 +313,7 @@ mod tests {
 
     #[test]
     fn numbers_are_read_exactly_with_nulls_and_special_strings() {
-        let v = numbers(&raw(
+        let v = numbers(raw(
             r#"[131, 116.12999725341797,null ,"NaN", "Infinity","-Infinity",-2, 1e3, 225702700, "1.5", "\u004eaN", -0.0]"#,
         ))
         .unwrap();
@@ -326,14 +329,28 @@ mod tests {
         );
         assert!(v[10].unwrap().is_nan());
         assert_eq!(v[11].unwrap().to_bits(), (-0.0f64).to_bits());
-        assert_eq!(numbers(&raw("[]")).unwrap(), []);
-        assert_eq!(numbers(&raw(" [ ] ")).unwrap(), []);
+        assert_eq!(numbers(raw("[]")).unwrap(), []);
+        assert_eq!(numbers(raw(" [ ] ")).unwrap(), []);
     }
 
     #[test]
     fn anything_but_numbers_nulls_and_number_strings_is_refused() {
-        for bad in [r#"["abc"]"#, "[[1]]", "[true]", "{}", "[{}]", "\"x\""] {
-            assert!(numbers(&raw(bad)).is_err(), "{bad}");
+        for bad in [
+            r#"["abc"]"#,
+            "[[1]]",
+            "[true]",
+            "{}",
+            "[{}]",
+            "\"x\"",
+            "[-]",
+            "[1e]",
+            "[1,]",
+            "[1 2]",
+            "[1.2.3]",
+            r#"["NaN]"#,
+            "[nul]",
+        ] {
+            assert!(numbers(raw(bad)).is_err(), "{bad}");
         }
     }
 
@@ -343,7 +360,7 @@ mod tests {
                     123456789012345678901234, 0.1, 0.3, 1.7976931348623157e308, 5e-324, \
                     2.2250738585072014e-308, 0.000000000000000000001, 1234567890.1234567, \
                     99999999999999999999.5, -1.5e-7, 1E2, 129.0399932861328, 0.10000000000000001]";
-        assert_eq!(bits(&numbers(&raw(text)).unwrap()), serde_bits(text));
+        assert_eq!(bits(&numbers(raw(text)).unwrap()), serde_bits(text));
     }
 
     #[test]
@@ -359,14 +376,14 @@ mod tests {
             for field in ["open", "high", "low", "close", "volume"] {
                 let array = q[field].to_string();
                 assert_eq!(
-                    bits(&numbers(&raw(&array)).unwrap()),
+                    bits(&numbers(raw(&array)).unwrap()),
                     serde_bits(&array),
                     "{field}"
                 );
             }
             let ts = r["timestamp"].to_string();
             let want: Vec<Option<i64>> = serde_json::from_str(&ts).unwrap();
-            assert_eq!(epochs(&raw(&ts)).unwrap(), want);
+            assert_eq!(epochs(raw(&ts)).unwrap(), want);
         }
     }
 
@@ -391,7 +408,7 @@ mod tests {
             text.push_str(&v.to_string());
         }
         text.push(']');
-        assert_eq!(bits(&numbers(&raw(&text)).unwrap()), serde_bits(&text));
+        assert_eq!(bits(&numbers(raw(&text)).unwrap()), serde_bits(&text));
     }
 
     #[test]
@@ -424,7 +441,7 @@ mod tests {
 
     #[test]
     fn epochs_accept_integers_integral_floats_and_strings() {
-        let e = epochs(&raw(r#"[1739998801, -252322200, 1.7e9, "42", null, 1.5]"#)).unwrap();
+        let e = epochs(raw(r#"[1739998801, -252322200, 1.7e9, "42", null, 1.5]"#)).unwrap();
         assert_eq!(
             e,
             [
@@ -436,6 +453,6 @@ mod tests {
                 None
             ]
         );
-        assert!(epochs(&raw("[true]")).is_err());
+        assert!(epochs(raw("[true]")).is_err());
     }
 }

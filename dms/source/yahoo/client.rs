@@ -20,8 +20,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{DATE, RETRY_AFTER};
 
-use super::models::ChartResponse;
-use super::parse::chart_error;
+use super::parse::{chart_error, error_of};
 use crate::config::YahooConfig;
 use crate::domain::{Interval, SourceKind};
 use crate::source::SourceError;
@@ -229,11 +228,7 @@ fn status_error(
     headers: &reqwest::header::HeaderMap,
     body: &[u8],
 ) -> SourceError {
-    let chart = || {
-        serde_json::from_slice::<ChartResponse>(body)
-            .ok()
-            .and_then(|r| r.chart.error)
-    };
+    let chart = || error_of(body);
     let code = status.as_u16();
     match code {
         429 => {

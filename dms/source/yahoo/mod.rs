@@ -4,8 +4,9 @@
 //! - [`window`]: plans the `period1/period2` requests for a [`FetchRequest`] and enforces Yahoo's
 //!   intraday windows before anything is sent (the clipping policy is documented there);
 //! - [`client`]: the HTTP call and the status → [`SourceError`] mapping;
-//! - `models`: the lenient wire types, private to this folder, and `arrays`, the exact and
-//!   fast readers of their bar arrays;
+//! - `models`: the lenient wire types of the small parts (meta, events, error), `skeleton`,
+//!   which finds the parts of a response, and `arrays`, the exact one-pass readers of the bar
+//!   arrays; all private to this folder;
 //! - [`parse`]: wire → domain bars and corporate actions, the timestamp rules, and which bars are
 //!   dropped (no trade, out of range, still forming).
 //!
@@ -20,6 +21,7 @@ mod arrays;
 pub mod client;
 mod models;
 pub mod parse;
+mod skeleton;
 pub mod window;
 
 use std::sync::Arc;

@@ -12,37 +12,16 @@
 //!   `{"pre":[],"post":[]}`; a shape we do not know is ignored, never fatal;
 //! - `events` maps are keyed by epoch strings; the entry's `date` is the real event time.
 //!
-//! The bar arrays (`timestamp`, `indicators.quote[0].*`, `adjclose`) are the bulk of a
-//! response. They are borrowed as raw JSON text (`serde_json::value::RawValue`, which only
-//! checks their syntax) and read by [`super::arrays`] with the standard library's
-//! correctly rounded float parser: the same `f64` as `serde_json` with `float_roundtrip`
-//! (`116.12999725341797` stays exactly that), at several times its speed. Everything else goes
-//! through `serde_json` with `float_roundtrip`.
-//!
-//! `RawValue` needs `serde_json`'s `raw_value` feature. It is enabled today through axum;
-//! `Cargo.toml` should name it on the `serde_json` line (should axum stop enabling it, the build
-//! fails loudly, it cannot silently change).
+//! The bar arrays (`timestamp`, `indicators.quote[0].*`, `adjclose`) have no wire type:
+//! they are nearly all of a response's bytes, so [`super::skeleton`] finds them and
+//! [`super::arrays`] reads them in one pass. These types are for the small parts, parsed by
+//! `serde_json` with `float_roundtrip`.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-
-#[derive(Debug, Deserialize)]
-pub(super) struct ChartResponse<'a> {
-    #[serde(borrow)]
-    pub chart: Chart<'a>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct Chart<'a> {
-    #[serde(borrow, default)]
-    pub result: Option<Vec<ChartResult<'a>>>,
-    #[serde(default)]
-    pub error: Option<ChartError>,
-}
 
 /// `{"code":"Not Found","description":"No data found, symbol may be delisted"}`.
 #[derive(Debug, Default, Deserialize)]
@@ -51,19 +30,6 @@ pub(super) struct ChartError {
     pub code: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct ChartResult<'a> {
-    #[serde(default)]
-    pub meta: Option<Meta>,
-    /// Raw: read with [`super::arrays::epochs`].
-    #[serde(borrow, default)]
-    pub timestamp: Option<&'a RawValue>,
-    #[serde(default)]
-    pub events: Option<Events>,
-    #[serde(borrow, default)]
-    pub indicators: Option<Indicators<'a>>,
 }
 
 /// The few meta fields DMS uses. `gmtoffset`/`timezone` are deliberately absent: they describe
@@ -115,36 +81,6 @@ pub(super) enum TradingPeriods {
         #[serde(default)]
         post: Vec<Vec<Period>>,
     },
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Indicators<'a> {
-    #[serde(borrow, default)]
-    pub quote: Vec<Quote<'a>>,
-    #[serde(borrow, default)]
-    pub adjclose: Vec<AdjClose<'a>>,
-}
-
-/// One entry of `indicators.quote`; `{}` for an empty range. Raw arrays, read with
-/// [`super::arrays::numbers`]; they line up with `timestamp`.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Quote<'a> {
-    #[serde(borrow, default)]
-    pub open: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub high: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub low: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub close: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub volume: Option<&'a RawValue>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct AdjClose<'a> {
-    #[serde(borrow, default)]
-    pub adjclose: Option<&'a RawValue>,
 }
 
 /// Corporate actions, keyed by an epoch string: for multi-period intervals the key is the start
@@ -376,11 +312,19 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_range_has_no_timestamps_and_an_empty_quote() {
-        let text = r#"{"chart":{"result":[{"meta":{"currentTradingPeriod":null},"indicators":{"quote":[{}]}}],"error":null}}"#;
-        let r: ChartResponse = serde_json::from_str(text).unwrap();
-        let res = &r.chart.result.unwrap()[0];
-        assert!(res.timestamp.is_none());
-        assert!(res.indicators.as_ref().unwrap().quote[0].close.is_none());
+    fn meta_fields_of_an_unexpected_shape_read_as_absent() {
+        let m: Meta = serde_json::from_str(
+            r#"{"currentTradingPeriod":null,"exchangeTimezoneName":5,"regularMarketTime":"x",
+                "dataGranularity":"1d","tradingPeriods":"nonsense","unknown":{"a":[1]}}"#,
+        )
+        .unwrap();
+        assert!(m.current_trading_period.is_none());
+        assert!(m.exchange_timezone_name.unwrap().get().is_none());
+        assert_eq!(m.regular_market_time, Some(Epoch(None)));
+        assert_eq!(
+            m.data_granularity.unwrap().get().map(String::as_str),
+            Some("1d")
+        );
+        assert!(m.trading_periods.unwrap().get().is_none());
     }
 }

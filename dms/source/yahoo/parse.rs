@@ -28,11 +28,11 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use chrono_tz::Tz;
-
-use serde_json::value::RawValue;
+use serde::de::DeserializeOwned;
 
 use super::arrays;
-use super::models::{ChartError, ChartResponse, ChartResult, Events, Meta, Period, TradingPeriods};
+use super::models::{ChartError, Events, Meta, Period, TradingPeriods};
+use super::skeleton::{self, Parts};
 use crate::domain::{Bar, CorporateAction, Interval, Market, SourceKind, TimeRange, time};
 use crate::source::{Dropped, Page, SourceError};
 
@@ -65,43 +65,14 @@ pub struct ChartSpec<'a> {
 
 /// Parses one chart response body.
 pub fn parse_chart(body: &[u8], spec: &ChartSpec<'_>) -> Result<Page, SourceError> {
-    if looks_like_html(body) {
-        return Err(transient(
-            "maintenance page (html) instead of json".to_string(),
-        ));
-    }
-    let resp: ChartResponse = serde_json::from_slice(body)
-        .map_err(|e| transient(format!("parse error in chart response: {e}")))?;
-    let mut results = resp.chart.result.unwrap_or_default();
-    if results.is_empty() {
-        return Err(match resp.chart.error {
-            Some(err) => chart_error(spec.symbol, &err),
-            None => SourceError::Remote {
-                src: SRC,
-                message: format!(
-                    "chart response for {} has neither result nor error",
-                    spec.symbol
-                ),
-            },
-        });
-    }
-    let result = results.swap_remove(0);
-    page_from_result(result, spec)
+    let parts = result_parts(spec.symbol, body)?;
+    page_from_parts(&parts, spec)
 }
 
 /// The one-line summary of a `ping` response: `^GSPC 5904.12 (America/New_York)`.
 pub(super) fn ping_summary(symbol: &str, body: &[u8]) -> Result<String, SourceError> {
-    if looks_like_html(body) {
-        return Err(transient(
-            "maintenance page (html) instead of json".to_string(),
-        ));
-    }
-    let resp: ChartResponse = serde_json::from_slice(body)
-        .map_err(|e| transient(format!("parse error in chart response: {e}")))?;
-    let Some(result) = resp.chart.result.and_then(|r| r.into_iter().next()) else {
-        return Err(chart_error(symbol, &resp.chart.error.unwrap_or_default()));
-    };
-    let meta = result.meta.unwrap_or_default();
+    let parts = result_parts(symbol, body)?;
+    let meta: Meta = small_part(symbol, "meta", parts.meta)?.unwrap_or_default();
     let price = meta
         .regular_market_price
         .and_then(|p| p.0)
@@ -112,6 +83,49 @@ pub(super) fn ping_summary(symbol: &str, body: &[u8]) -> Result<String, SourceEr
         .and_then(|t| t.get().cloned())
         .unwrap_or_else(|| "unknown time zone".to_string());
     Ok(format!("{symbol} {price} ({tz})"))
+}
+
+/// The parts of `chart.result[0]`, or the error the response carries instead.
+fn result_parts<'a>(symbol: &str, body: &'a [u8]) -> Result<Parts<'a>, SourceError> {
+    if looks_like_html(body) {
+        return Err(transient(
+            "maintenance page (html) instead of json".to_string(),
+        ));
+    }
+    let chart = skeleton::chart(body)
+        .map_err(|e| transient(format!("parse error in chart response for {symbol}: {e}")))?;
+    if let Some(parts) = chart.result {
+        return Ok(parts);
+    }
+    match small_part::<ChartError>(symbol, "error", chart.error)? {
+        Some(err) => Err(chart_error(symbol, &err)),
+        None => Err(SourceError::Remote {
+            src: SRC,
+            message: format!("chart response for {symbol} has neither result nor error"),
+        }),
+    }
+}
+
+/// Parses one of the small parts of a response (`meta`, `events`, `error`) with serde_json.
+fn small_part<T: DeserializeOwned>(
+    symbol: &str,
+    name: &str,
+    raw: Option<&[u8]>,
+) -> Result<Option<T>, SourceError> {
+    raw.map(|r| {
+        serde_json::from_slice(r).map_err(|e| {
+            transient(format!(
+                "parse error in chart response for {symbol}: {name}: {e}"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// The `chart.error` of a body, for error statuses (404, 400, 422).
+pub(super) fn error_of(body: &[u8]) -> Option<ChartError> {
+    let chart = skeleton::chart(body).ok()?;
+    serde_json::from_slice(chart.error?).ok()
 }
 
 /// Maps Yahoo's `chart.error` (in a 200 or in an error status) to a [`SourceError`].
@@ -170,8 +184,8 @@ fn protocol(spec: &ChartSpec<'_>, what: String) -> SourceError {
     ))
 }
 
-fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, SourceError> {
-    let meta = result.meta.unwrap_or_default();
+fn page_from_parts(parts: &Parts<'_>, spec: &ChartSpec<'_>) -> Result<Page, SourceError> {
+    let meta: Meta = small_part(spec.symbol, "meta", parts.meta)?.unwrap_or_default();
     let interval = spec.interval;
     if let Some(g) = meta.data_granularity.as_ref().and_then(|g| g.get())
         && !granularity_matches(interval, g)
@@ -186,8 +200,8 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
 
     let mut ts: Vec<i64> = Vec::new();
     let mut bad_ts: Option<usize> = None;
-    if let Some(raw) = result.timestamp {
-        ts.reserve(raw.get().len() / 11 + 1);
+    if let Some(raw) = parts.timestamp {
+        ts.reserve(raw.len() / 11 + 1);
         arrays::each_epoch(raw, |i, t| {
             if t.is_none() {
                 bad_ts.get_or_insert(i);
@@ -200,10 +214,8 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
         return Err(protocol(spec, format!("timestamp {i} is not a number")));
     }
     let n = ts.len();
-    let indicators = result.indicators.unwrap_or_default();
-    let quote = indicators.quote.into_iter().next().unwrap_or_default();
     if n > 0
-        && [quote.open, quote.high, quote.low, quote.close]
+        && [parts.open, parts.high, parts.low, parts.close]
             .iter()
             .all(Option::is_none)
     {
@@ -215,7 +227,7 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
     }
     // Columns as plain `f64`s with [`NULL`] for `null`: half the memory of `Option<f64>`,
     // which matters for the ten-year minute responses of backfills and benchmarks.
-    let column = |name: &str, raw: Option<&RawValue>| -> Result<Option<Vec<f64>>, SourceError> {
+    let column = |name: &str, raw: Option<&[u8]>| -> Result<Option<Vec<f64>>, SourceError> {
         let Some(raw) = raw else { return Ok(None) };
         let mut values = Vec::with_capacity(n);
         let count = arrays::each_number(raw, |_, v| values.push(v.unwrap_or(NULL)))
@@ -228,14 +240,15 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
         }
         Ok(Some(values))
     };
-    let opens = column("open", quote.open)?;
-    let highs = column("high", quote.high)?;
-    let lows = column("low", quote.low)?;
-    let closes = column("close", quote.close)?;
-    let volumes = column("volume", quote.volume)?;
-    let adjs = match indicators.adjclose.into_iter().next() {
-        Some(a) if !interval.is_intraday() => column("adjclose", a.adjclose)?,
-        _ => None,
+    let opens = column("open", parts.open)?;
+    let highs = column("high", parts.high)?;
+    let lows = column("low", parts.low)?;
+    let closes = column("close", parts.close)?;
+    let volumes = column("volume", parts.volume)?;
+    let adjs = if interval.is_intraday() {
+        None
+    } else {
+        column("adjclose", parts.adjclose)?
     };
     let at = |c: &Option<Vec<f64>>, i: usize| c.as_ref().map_or(NULL, |v| v[i]);
     // A partial-null bar keeps NaN in place of the nulls: validation quarantines it.
@@ -281,7 +294,8 @@ fn page_from_result(result: ChartResult, spec: &ChartSpec<'_>) -> Result<Page, S
     if !bars.is_sorted_by_key(|b| b.ts) {
         bars.sort_by_key(|b| b.ts);
     }
-    let actions = match result.events {
+    let events: Option<Events> = small_part(spec.symbol, "events", parts.events)?;
+    let actions = match events {
         Some(ev) => actions(&ev, &ctx, spec),
         None => Vec::new(),
     };

@@ -119,7 +119,7 @@ fn price(cents: u64) -> f64 {
 
 fn bar(sym_seed: u64, ts: i64, daily: bool, null_every: Option<u64>) -> SynthBar {
     let h = mix(sym_seed ^ ts as u64);
-    if null_every.is_some_and(|n| n > 0 && h % n == 0) {
+    if null_every.is_some_and(|n| n > 0 && h.is_multiple_of(n)) {
         return SynthBar {
             ts,
             open: None,
@@ -145,7 +145,7 @@ fn bar(sym_seed: u64, ts: i64, daily: bool, null_every: Option<u64>) -> SynthBar
         low: Some(price(lo)),
         close: Some(close),
         volume: Some(1_000 + (h >> 32) % 5_000_000),
-        adjclose: daily.then(|| (close * 0.97) as f32 as f64),
+        adjclose: daily.then_some((close * 0.97) as f32 as f64),
     }
 }
 
