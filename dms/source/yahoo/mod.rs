@@ -1,28 +1,37 @@
 //! The Yahoo Finance source: `GET /v8/finance/chart/{symbol}`.
 //!
 //! # Layout
-//! - [`window`]: plans the `period1/period2` requests for a [`FetchRequest`] and enforces Yahoo's
-//!   intraday windows before anything is sent (the clipping policy is documented there);
-//! - [`client`]: the HTTP call and the status → [`SourceError`] mapping;
-//! - `models`: the lenient wire types of the small parts (meta, events, error), `skeleton`,
-//!   which finds the parts of a response, and `arrays`, the exact one-pass readers of the bar
-//!   arrays; all private to this folder;
+//! - `window.rs`: plans the `period1/period2` requests for a [`FetchRequest`] and enforces
+//!   Yahoo's intraday windows before anything is sent;
+//! - `client.rs`: the HTTP call and the status → [`SourceError`] mapping;
+//! - `skeleton.rs` finds the parts of a response, `arrays.rs` reads its bar arrays (exactly, in
+//!   one pass), `models.rs` holds the lenient wire types of the small parts (meta, events,
+//!   error); all three private to this folder;
 //! - [`parse`]: wire → domain bars and corporate actions, the timestamp rules, and which bars are
-//!   dropped (no trade, out of range, still forming).
+//!   dropped (no trade, out of range, still forming). Public for the benchmark.
 //!
+//! # Windows
+//! 1m bars are served for the last 30 days, at most 8 days a request (DMS asks 7); 2m–30m for
+//! 60 days; 1h for 730 days; daily and longer without limit. Windows count back from
+//! [`FetchRequest::now`], less 15 minutes of margin. A range entirely older than its window is
+//! refused with [`SourceError::InvalidRequest`] and nothing is sent; a range partly older is
+//! clipped to the window, the cut is logged at WARN, and no page's `range` covers it, so it stays
+//! a gap rather than being taken as confirmed empty. The end is clipped to `now`. Long ranges
+//! become consecutive requests, streamed as pages in time order.
+//!
+//! # Gate
 //! Every request, pings included, goes through one [`SourceGate`] per source: the shared rate
 //! limiter, retries with backoff honouring `Retry-After`, and the pause after repeated refusals.
 //! A response is fetched and parsed inside one gate attempt, so a truncated or garbled body is
-//! retried like a 5xx, and a response that fails to parse yields nothing at all.
-//!
-//! Parsing runs on the blocking pool: a long response is tens of milliseconds of CPU.
+//! retried like a 5xx, and a response that fails to parse yields nothing at all. Parsing runs
+//! on the blocking pool: a long response is tens of milliseconds of CPU.
 
 mod arrays;
-pub mod client;
+mod client;
 mod models;
 pub mod parse;
 mod skeleton;
-pub mod window;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
