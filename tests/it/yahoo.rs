@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::DateTime;
+use chrono::{DateTime, Datelike, NaiveDate};
 use dms::config::YahooConfig;
 use dms::domain::{
     ActionKind, Bar, CorporateAction, Interval, SeriesKey, SourceKind, Symbol, TimeRange, time,
@@ -23,7 +23,7 @@ use dms::validate::{self, Context, Rejection};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::mock_yahoo::{Fault, MockYahoo, Synth, fixture};
+use crate::helpers::mock_yahoo::{Body, Fault, MockYahoo, Synth, fixture};
 use crate::helpers::yahoo_synth;
 
 /// No test waits longer than this for a fetch.
@@ -325,7 +325,8 @@ async fn aapl_daily_bars_with_a_split_and_a_dividend_are_stored_bar_by_bar() {
 }
 
 #[tokio::test]
-async fn the_daily_request_asks_exchange_local_dates_with_events_and_no_extended_hours() {
+async fn the_daily_request_asks_exchange_local_dates_with_events_no_extended_hours_and_our_user_agent()
+ {
     let mock = MockYahoo::start().await;
     mock.serve_fixture("AAPL", "1d", AAPL_1D);
     let src = source(&mock, 0);
@@ -342,6 +343,7 @@ async fn the_daily_request_asks_exchange_local_dates_with_events_and_no_extended
     assert_eq!(sent.len(), 1);
     let r = &sent[0];
     assert_eq!(r.path, "/v8/finance/chart/AAPL");
+    assert_eq!(r.user_agent.as_deref(), Some("dms-tests"));
     assert_eq!(r.param("interval"), Some("1d"));
     assert_eq!(r.param("events"), Some("div,splits,capitalGains"));
     assert_eq!(r.param("includePrePost"), Some("false"));
@@ -868,6 +870,53 @@ async fn an_hourly_request_is_sent_as_1h_and_stored_at_bar_starts() {
     assert_eq!(run.written, 35);
     let stored = s.store.read(&req.series, TimeRange::ALL).await.unwrap();
     assert_eq!(time::rfc3339(stored[0].ts), "2024-10-14T13:30:00Z");
+}
+
+#[tokio::test]
+async fn any_symbol_can_be_served_years_of_generated_daily_bars_with_dividends() {
+    let mock = MockYahoo::start().await;
+    mock.serve(
+        "*",
+        "1d",
+        Body::Synthetic(Synth::new("1d", t("2025-01-01"))),
+    );
+    let src = source(&mock, 2);
+    let s = store();
+    let weekdays = {
+        let mut d = NaiveDate::from_ymd_opt(2021, 1, 4).unwrap();
+        let mut n = 0;
+        while d < NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() {
+            n += usize::from(d.weekday().number_from_monday() <= 5);
+            d = d.succ_opt().unwrap();
+        }
+        n
+    };
+    for symbol in ["SYNA", "SYNB"] {
+        let req = request(
+            symbol,
+            Interval::D1,
+            "2021-01-04",
+            "2024-01-01",
+            "2025-01-01",
+        );
+        let run = fetch_into(&src, &s.store, &req).await;
+        assert!(run.error.is_none(), "{:?}", run.error);
+        assert!(run.rejections.is_empty(), "{:?}", run.rejections);
+        assert_eq!(run.written, weekdays, "{symbol}");
+        let actions = s
+            .store
+            .read_actions(&req.series.symbol, TimeRange::ALL)
+            .await
+            .unwrap();
+        assert_eq!(actions.len(), 12, "four dividends a year");
+        assert!(
+            actions
+                .iter()
+                .all(|a| a.kind == ActionKind::Dividend && a.amount == 0.25)
+        );
+    }
+    let stats = s.store.list_series().await.unwrap();
+    assert_eq!(stats.len(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -71,11 +71,14 @@ pub enum Fault {
 /// One request the server received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// Decoded from the path.
     pub symbol: String,
+    /// As received, percent-encoded (`/v8/finance/chart/%5EGSPC`).
     pub path: String,
     /// The raw query string.
     pub query: String,
     pub params: HashMap<String, String>,
+    pub user_agent: Option<String>,
     /// What the server did: `ok`, `not_found`, or the fault's name.
     pub answer: String,
 }
@@ -202,6 +205,8 @@ async fn chart(
     State(state): State<Shared>,
     Path(symbol): Path<String>,
     RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
     let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
@@ -236,9 +241,13 @@ async fn chart(
         };
         st.requests.push(Recorded {
             symbol: symbol.clone(),
-            path: format!("/v8/finance/chart/{symbol}"),
+            path: uri.path().to_string(),
             query: query.clone(),
             params,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             answer,
         });
         decided
