@@ -84,6 +84,7 @@ impl YahooSource {
         })
     }
 
+    /// The gate every request passes through: its status, and `resume` for an operator.
     pub fn gate(&self) -> &SourceGate {
         &self.gate
     }
