@@ -18,6 +18,7 @@ use crate::reader::Reader;
 use crate::source::Source;
 use crate::source::files::FilesSource;
 use crate::source::futu::FutuSource;
+use crate::source::yahoo::YahooSource;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::meta::MetaDb;
@@ -82,6 +83,9 @@ impl Services {
             SourceKind::Files,
             Arc::new(FilesSource::new(&config.sources.files.dir)),
         );
+        let yahoo = YahooSource::new(&config.sources.yahoo)
+            .map_err(|e| StartError::Other(format!("yahoo: {e}")))?;
+        sources.insert(SourceKind::Yahoo, Arc::new(yahoo));
         sources.insert(
             SourceKind::Futu,
             Arc::new(FutuSource::new(&config.sources.futu)),

@@ -13,6 +13,7 @@ pub mod files;
 pub mod futu;
 pub mod gate;
 pub mod ratelimit;
+pub mod yahoo;
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -7,3 +7,4 @@ mod helpers;
 mod jobs;
 mod server;
 mod store_suite;
+mod yahoo;

@@ -3,3 +3,5 @@
 pub mod app;
 pub mod bars;
 pub mod fake_opend;
+pub mod mock_yahoo;
+pub mod yahoo_synth;
