@@ -2,4 +2,5 @@
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
 mod helpers;
+mod influx;
 mod store_suite;

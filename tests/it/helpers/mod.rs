@@ -1,3 +1,4 @@
 //! Shared test helpers: bar builders and store factories.
 
 pub mod bars;
+pub mod influxd;
