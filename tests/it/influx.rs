@@ -249,7 +249,10 @@ async fn a_rewritten_split_without_ratios_loses_them() {
     let store = InfluxStore::connect(&server.config(&db)).await.unwrap();
     let sym = Symbol::parse("AAPL").unwrap();
     let split = CorporateAction::split(T0, 4.0, 1.0, SourceKind::Yahoo);
-    store.write_actions(&sym, &[split.clone()]).await.unwrap();
+    store
+        .write_actions(&sym, std::slice::from_ref(&split))
+        .await
+        .unwrap();
     let mut bare = split.clone();
     bare.numerator = None;
     bare.denominator = None;
@@ -277,7 +280,7 @@ async fn a_query_error_is_an_error_not_an_empty_answer() {
     let err = store.read(&k, TimeRange::ALL).await.unwrap_err();
     assert_eq!(kind(&err), "rejected");
     assert!(err.to_string().contains("database not found"), "{err}");
-    let err = store.latest(&[k.clone()]).await.unwrap_err();
+    let err = store.latest(std::slice::from_ref(&k)).await.unwrap_err();
     assert!(err.to_string().contains("database not found"), "{err}");
     let err = store
         .write(&batch(&k, bars(T0, 1, Interval::D1, 1.0)))
@@ -376,7 +379,7 @@ async fn a_server_that_stops_makes_every_call_unavailable() {
         "unavailable"
     );
     assert_eq!(
-        kind(&store.latest(&[k.clone()]).await.unwrap_err()),
+        kind(&store.latest(std::slice::from_ref(&k)).await.unwrap_err()),
         "unavailable"
     );
     assert_eq!(kind(&store.ping().await.unwrap_err()), "unavailable");

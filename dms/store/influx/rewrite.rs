@@ -68,7 +68,7 @@ pub async fn clear_dropped_fields(
     let Some(first) = lacking.next() else {
         return Ok(());
     };
-    let last = lacking.last().unwrap_or(first);
+    let last = lacking.next_back().unwrap_or(first);
     let new_at = |ts: i64| points.binary_search_by_key(&ts, |p| p.ts).ok();
 
     let mut stored = PresenceSink::new(fields.optional);
