@@ -418,30 +418,27 @@ fn auth_from(
     Ok(Auth::None)
 }
 
-/// A transport failure, described by its innermost causes (`connection refused`, `timed out`)
-/// and never with the URL, which could carry credentials.
+/// A transport failure, described by what failed and its innermost cause (`connection
+/// refused`), never with the URL, which could carry credentials.
 fn transport(what: &str, e: &reqwest::Error) -> ClientError {
-    let mut message = if e.is_timeout() {
+    // The reqwest error itself names the URL: only its sources are shown.
+    let mut innermost = None;
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        innermost = Some(cause);
+        next = cause.source();
+    }
+    let detail = innermost.map(|c| format!(": {c}")).unwrap_or_default();
+    let message = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
-        "cannot connect".to_string()
+        format!("cannot connect{detail}")
     } else {
-        "request failed".to_string()
+        format!("request failed{detail}")
     };
-    let mut source = std::error::Error::source(e);
-    let mut last = String::new();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !last.contains(&text) && !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        last = text;
-        source = s.source();
-    }
     ClientError::Transport {
         what: what.into(),
-        message,
+        message: message.to_lowercase(),
     }
 }
 
