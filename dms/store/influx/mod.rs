@@ -42,8 +42,7 @@ mod rewrite;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use tokio::task::JoinSet;
 
 use self::client::{InfluxClient, STORE};
 use self::line_protocol::{ACTIONS, BARS, LineError};
@@ -176,30 +175,46 @@ impl InfluxStore {
     }
 
     /// Sends `items` as line protocol, `lines_per_request` per request with up to
-    /// `writes_in_flight` requests at once, encoding each body only when it is about to go.
+    /// `writes_in_flight` requests at once. Each request runs as its own task so that the next
+    /// body is encoded while earlier ones are on the wire; the tasks are aborted if this
+    /// future is dropped.
     async fn send_lines<T>(
         &self,
         items: &[T],
         line_len: usize,
         encode: impl Fn(&mut Vec<u8>, &T) -> Result<(), LineError>,
     ) -> Result<(), StoreError> {
-        let mut in_flight = FuturesUnordered::new();
+        let in_flight = self.options.writes_in_flight.max(1);
+        let mut tasks = JoinSet::new();
         for chunk in items.chunks(self.options.lines_per_request.max(1)) {
             let mut body = Vec::with_capacity(chunk.len() * line_len);
             for item in chunk {
                 encode(&mut body, item).map_err(rejected)?;
             }
-            in_flight.push(self.client.write(body));
-            if in_flight.len() >= self.options.writes_in_flight.max(1)
-                && let Some(done) = in_flight.next().await
-            {
-                done?;
+            while tasks.len() >= in_flight {
+                finished(tasks.join_next().await)?;
             }
+            let client = self.client.clone();
+            tasks.spawn(async move { client.write(body).await });
         }
-        while let Some(done) = in_flight.next().await {
-            done?;
+        while !tasks.is_empty() {
+            finished(tasks.join_next().await)?;
         }
         Ok(())
+    }
+}
+
+/// The outcome of a finished write task.
+fn finished(
+    joined: Option<Result<Result<(), client::ClientError>, tokio::task::JoinError>>,
+) -> Result<(), StoreError> {
+    match joined {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(StoreError::Corrupt {
+            store: STORE,
+            message: format!("write task failed: {e}"),
+        }),
     }
 }
 
