@@ -10,7 +10,8 @@
 //!
 //! Every ingest run writes to a fresh database and is verified (`count(close)` = 1,000,000,
 //! every curl answer 204). Runs of the store and of curl alternate so that both see the same
-//! machine load. Run with `cargo bench --bench influx`; the figures go into `BENCHMARKS.md`.
+//! machine load. Run with `cargo bench --bench influx` (or `-- ingest`, `-- read`, `-- latest`
+//! for one part); the figures go into `BENCHMARKS.md`.
 
 #[path = "../tests/it/helpers/influxd.rs"]
 mod influxd;
@@ -56,10 +57,22 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
+    // `cargo bench --bench influx -- read latest` runs only those parts.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     let mut table = Vec::new();
-    rt.block_on(ingest(&server, scratch.path(), &mut table))?;
-    rt.block_on(read(&server, &mut table))?;
-    rt.block_on(latest(&server, &mut table))?;
+    if wanted("ingest") {
+        rt.block_on(ingest(&server, scratch.path(), &mut table))?;
+    }
+    if wanted("read") {
+        rt.block_on(read(&server, &mut table))?;
+    }
+    if wanted("latest") {
+        rt.block_on(latest(&server, &mut table))?;
+    }
     println!("\nload average at the end: {}\n", load_average());
     println!("| benchmark | DMS store | reference | ratio | target |");
     println!("|---|---|---|---|---|");
@@ -145,9 +158,20 @@ async fn count(server: &Influxd, db: &str) -> anyhow::Result<i64> {
         .with_context(|| format!("count in {answer}"))
 }
 
+/// CPU seconds used so far by this process (`RUSAGE_SELF`) or its waited-for children
+/// (`RUSAGE_CHILDREN`: the curl processes).
+fn client_cpu(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 struct Run {
     seconds: f64,
     server_cpu: f64,
+    client_cpu: f64,
 }
 
 async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow::Result<()> {
@@ -192,6 +216,11 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
         for (v, variant) in INGEST_VARIANTS.iter().enumerate() {
             let db = format!("ingest_{v}_{rep}");
             let cpu0 = server_cpu(server);
+            let who = match variant {
+                Ingest::Store { .. } => libc::RUSAGE_SELF,
+                Ingest::Curl { .. } => libc::RUSAGE_CHILDREN,
+            };
+            let client0 = client_cpu(who);
             let seconds = match *variant {
                 Ingest::Store { writers, in_flight } => {
                     let options = InfluxOptions {
@@ -226,15 +255,18 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
             let run = Run {
                 seconds,
                 server_cpu: server_cpu(server) - cpu0,
+                client_cpu: client_cpu(who) - client0,
             };
             let n = count(server, &db).await?;
             ensure!(n == total, "{variant}: {n} bars stored, not {total}");
             println!(
-                "  rep {rep} {:<40} {:>6.2} s  {:>8.0} bars/s  influxd {:>5.2} CPU-s  load {}",
+                "  rep {rep} {:<40} {:>6.2} s  {:>8.0} bars/s  influxd {:>5.2} CPU-s  \
+                 client {:>5.2} CPU-s  load {}",
                 variant.to_string(),
                 run.seconds,
                 total as f64 / run.seconds,
                 run.server_cpu,
+                run.client_cpu,
                 load_average()
             );
             runs[v].push(run);
@@ -246,8 +278,10 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
     for (v, variant) in INGEST_VARIANTS.iter().enumerate() {
         let secs = median(&mut runs[v].iter().map(|x| x.seconds).collect::<Vec<_>>());
         let cpu = median(&mut runs[v].iter().map(|x| x.server_cpu).collect::<Vec<_>>());
+        let client = median(&mut runs[v].iter().map(|x| x.client_cpu).collect::<Vec<_>>());
         println!(
-            "  median {:<40} {secs:>6.2} s  {:>8.0} bars/s  influxd {cpu:.2} CPU-s",
+            "  median {:<40} {secs:>6.2} s  {:>8.0} bars/s  influxd {cpu:.2} CPU-s  \
+             client {client:.2} CPU-s",
             variant.to_string(),
             rate(secs)
         );
@@ -369,8 +403,14 @@ fn curl_ingest(
     Ok(seconds)
 }
 
-/// `(http_code, time_total)` of one curl query.
-fn curl_query(server: &Influxd, db: &str, q: &str, accept: &str) -> anyhow::Result<f64> {
+/// curl's own `time_total` of one query, checking it answered 200 with at least `min_bytes`.
+fn curl_query(
+    server: &Influxd,
+    db: &str,
+    q: &str,
+    accept: &str,
+    min_bytes: u64,
+) -> anyhow::Result<f64> {
     let out = run(Command::new("curl")
         .arg("-sS")
         .arg("-o")
@@ -387,7 +427,7 @@ fn curl_query(server: &Influxd, db: &str, q: &str, accept: &str) -> anyhow::Resu
         )))?;
     let mut parts = out.split_whitespace();
     let (code, time, size) = (parts.next(), parts.next(), parts.next());
-    if code != Some("200") || size.is_none_or(|s| s.parse::<u64>().unwrap_or(0) < 1_000_000) {
+    if code != Some("200") || size.is_none_or(|s| s.parse::<u64>().unwrap_or(0) < min_bytes) {
         bail!("curl query answered {out}");
     }
     Ok(time.unwrap_or("0").parse()?)
@@ -411,15 +451,21 @@ async fn read(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()> {
         store.read(&key, TimeRange::ALL).await? == batch.bars(),
         "read mismatch"
     );
-    curl_query(server, db, &q, "application/csv")?;
+    curl_query(server, db, &q, "application/csv", 1_000_000)?;
     let (mut ours, mut csv, mut msgpack) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..READ_REPS {
         let started = Instant::now();
         let bars = store.read(&key, TimeRange::ALL).await?;
         ours.push(started.elapsed().as_secs_f64());
         ensure!(bars.len() == READ_BARS, "read {} bars", bars.len());
-        csv.push(curl_query(server, db, &q, "application/csv")?);
-        msgpack.push(curl_query(server, db, &q, "application/x-msgpack")?);
+        csv.push(curl_query(server, db, &q, "application/csv", 1_000_000)?);
+        msgpack.push(curl_query(
+            server,
+            db,
+            &q,
+            "application/x-msgpack",
+            1_000_000,
+        )?);
     }
     let (s, c, m) = (median(&mut ours), median(&mut csv), median(&mut msgpack));
     println!(
@@ -478,11 +524,18 @@ async fn latest(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()>
         "\nlatest: {LATEST_SERIES} series × {LATEST_BARS} daily bars ({} points)",
         LATEST_SERIES * LATEST_BARS
     );
-    let mut times = Vec::new();
+    // The store's query, as text for curl.
+    let q = format!(
+        "SELECT open, high, low, close, volume, adj_close, source FROM bars \
+         WHERE (interval = '1d') AND {} GROUP BY symbol, interval ORDER BY time DESC LIMIT 1",
+        influxql::time_condition(TimeRange::ALL).unwrap_or_default()
+    );
+    let (mut times, mut csv) = (Vec::new(), Vec::new());
     for _ in 0..LATEST_REPS {
         let started = Instant::now();
         let got = store.latest(&keys).await?;
         times.push(started.elapsed().as_secs_f64());
+        csv.push(curl_query(server, db, &q, "application/csv", 100_000)?);
         ensure!(
             got.len() == LATEST_SERIES,
             "latest found {} series",
@@ -492,15 +545,19 @@ async fn latest(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()>
             ensure!(got.get(k) == Some(want), "latest of {k} is wrong");
         }
     }
-    let t = median(&mut times);
+    let (t, c) = (median(&mut times), median(&mut csv));
     println!(
-        "  median of {LATEST_REPS}: {:.0} ms (runs {:?} ms)",
+        "  median of {LATEST_REPS}: store {:.0} ms (runs {:?} ms), curl csv {:.0} ms",
         t * 1e3,
-        times.iter().map(|x| (x * 1e3).round()).collect::<Vec<_>>()
+        times.iter().map(|x| (x * 1e3).round()).collect::<Vec<_>>(),
+        c * 1e3
     );
     table.push(format!(
-        "| latest bar of 10,000 series (× 100 daily bars), one query, median of {LATEST_REPS} | {:.0} ms | — | — | ≤ 3 s |",
-        t * 1e3
+        "| latest bar of 10,000 series (× 100 daily bars), one query, median of {LATEST_REPS} | \
+         {:.0} ms | {:.0} ms (curl, same query as CSV) | {:.2}× | ≤ 3 s |",
+        t * 1e3,
+        c * 1e3,
+        c / t
     ));
     ensure!(
         t < Duration::from_secs(3).as_secs_f64(),

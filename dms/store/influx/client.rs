@@ -1,6 +1,6 @@
 //! A thin InfluxDB HTTP client on `reqwest`: `GET /ping`, line-protocol writes (`/write` for
 //! `api: v1`, `/api/v2/write` for `api: v2`) and InfluxQL over `/query`, streamed through
-//! [`super::response`]. It knows URLs, authentication, timeouts and HTTP status codes, and
+//! `super::response`. It knows URLs, authentication, timeouts and HTTP status codes, and
 //! nothing about bars.
 //!
 //! - **Auth**: `Authorization: Token …` when `token_env` is set (InfluxDB 2 and 3, and 1.x
