@@ -65,7 +65,9 @@ const LATEST_NAMED_SYMBOLS: usize = 256;
 pub struct InfluxOptions {
     /// Lines per write request (InfluxDB's guidance: 5,000).
     pub lines_per_request: usize,
-    /// Write requests of one batch in flight at once.
+    /// Write requests of one batch in flight at once. 1 measured best on 1.6.7 with 2 cores:
+    /// InfluxDB is CPU-bound on ingest, and the next body is encoded while one is on the wire
+    /// anyway. Callers that want more throughput write several series concurrently.
     pub writes_in_flight: usize,
     /// Rows per chunk of a streamed query response.
     pub chunk_size: usize,
@@ -78,7 +80,7 @@ impl Default for InfluxOptions {
     fn default() -> InfluxOptions {
         InfluxOptions {
             lines_per_request: 5_000,
-            writes_in_flight: 2,
+            writes_in_flight: 1,
             chunk_size: 10_000,
             read_format: ReadFormat::Msgpack,
         }
