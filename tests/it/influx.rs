@@ -465,3 +465,29 @@ async fn api_v2_queries_the_bucket_by_name_and_writes_to_api_v2_write() {
     assert_eq!(kind(&err), "rejected", "{err}");
     assert!(err.to_string().contains("404"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_requests_in_flight_together_store_every_bar() {
+    let server = influxd::shared();
+    let db = server.unique_database("in_flight");
+    let options = InfluxOptions {
+        lines_per_request: 100,
+        writes_in_flight: 3,
+        ..InfluxOptions::default()
+    };
+    let store = InfluxStore::connect_with(&server.config(&db), options)
+        .await
+        .unwrap();
+    let k = key("MANY", Interval::M5);
+    let mut b = bars(T0, 2_345, Interval::M5, 1.0);
+    for bar in b.iter_mut().step_by(3) {
+        bar.adj_close = None;
+    }
+    store.write(&batch(&k, b.clone())).await.unwrap();
+    assert_eq!(store.read(&k, TimeRange::ALL).await.unwrap(), b);
+    let stats = store.list_series().await.unwrap();
+    assert_eq!(
+        (stats[0].count, stats[0].first, stats[0].last),
+        (2_345, b[0].ts, b[2_344].ts)
+    );
+}
