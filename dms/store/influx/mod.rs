@@ -2,7 +2,7 @@
 //! 1.6.7), 2.x and 3.x through line-protocol writes and InfluxQL reads (DESIGN §6).
 //!
 //! # Layout
-//! - [`client`]: HTTP — URLs, auth, timeouts, status codes, the error mapping to [`StoreError`].
+//! - `client`: HTTP — URLs, auth, timeouts, status codes, the error mapping to [`StoreError`].
 //! - [`line_protocol`]: encoding bars and actions for writes; tag and string escaping.
 //! - [`influxql`]: quoting literals and identifiers; time conditions.
 //! - `response`: streaming MessagePack/JSON decoding of `/query` responses.
@@ -32,7 +32,7 @@
 //!   52-week shards (suits backfills) and, when `retention_policy` is set, that policy as its
 //!   default; an existing database must already have the configured policy.
 
-pub mod client;
+mod client;
 pub mod influxql;
 pub mod line_protocol;
 mod parse;

@@ -71,6 +71,7 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.cells.len()
     }
