@@ -60,14 +60,15 @@ use crate::validate::ValidatedBatch;
 /// intervals and filters locally instead of naming each symbol in the query.
 const LATEST_NAMED_SYMBOLS: usize = 256;
 
-/// Tuning. The defaults are what `benches/influx.rs` measured best on InfluxDB 1.6.7.
+/// Tuning. The defaults follow what `benches/influx.rs` measured on InfluxDB 1.6.7.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InfluxOptions {
     /// Lines per write request (InfluxDB's guidance: 5,000).
     pub lines_per_request: usize,
-    /// Write requests of one batch in flight at once. 1 measured best on 1.6.7 with 2 cores:
-    /// InfluxDB is CPU-bound on ingest, and the next body is encoded while one is on the wire
-    /// anyway. Callers that want more throughput write several series concurrently.
+    /// Write requests of one batch in flight at once. On 1.6.7 with 2 cores, 2 measured within
+    /// noise of 1 (InfluxDB is CPU-bound on ingest, and the next body is encoded while one is on
+    /// the wire anyway), and with 1 a failed batch has stored a prefix of itself. Callers that
+    /// want more throughput write several series concurrently.
     pub writes_in_flight: usize,
     /// Rows per chunk of a streamed query response.
     pub chunk_size: usize,
