@@ -20,7 +20,8 @@
 //!   does not carry; `rewrite` deletes stored points that would keep a stale `adj_close` (or
 //!   split ratio) before writing. A batch is split into requests of
 //!   [`InfluxOptions::lines_per_request`] lines, [`InfluxOptions::writes_in_flight`] at a
-//!   time; a failed batch may be partly stored, and writing it again is harmless.
+//!   time; a failed batch may be partly stored (and points it rewrites without `adj_close`
+//!   may be missing until then), and writing it again restores exactly the batch.
 //! - **Reads** ask for MessagePack (see `response` for why not CSV) and decode the body as it
 //!   streams in. Ranges are half-open `[start, end)`; bars come back sorted by time.
 //! - **Latest**: one query for all series, `GROUP BY symbol, interval ORDER BY time DESC LIMIT

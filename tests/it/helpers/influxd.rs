@@ -141,11 +141,6 @@ impl Influxd {
         self.child.id()
     }
 
-    /// The server's data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// A database name no other test of this process uses.
     pub fn unique_database(&self, prefix: &str) -> String {
         format!("{prefix}_{}", NEXT_DB.fetch_add(1, Ordering::Relaxed))
