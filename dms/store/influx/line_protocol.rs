@@ -128,13 +128,20 @@ fn push_timestamp(out: &mut Vec<u8>, ts: i64) {
 /// `bars,symbol=…,interval=… `: the part of a bar's line shared by a whole series (tags in
 /// the order DESIGN §6 gives, symbol first, which InfluxDB 3 uses as the sort order).
 pub fn bars_prefix(symbol: &str, interval: &str) -> Result<Vec<u8>, LineError> {
+    prefix(BARS, symbol, "interval", interval)
+}
+
+/// `measurement,symbol=…,key=value `, checking the symbol.
+fn prefix(measurement: &str, symbol: &str, key: &str, value: &str) -> Result<Vec<u8>, LineError> {
     check_tag_value("symbol", symbol)?;
-    let mut p = Vec::with_capacity(32 + symbol.len());
-    p.extend_from_slice(BARS.as_bytes());
+    let mut p = Vec::with_capacity(measurement.len() + symbol.len() + key.len() + value.len() + 12);
+    p.extend_from_slice(measurement.as_bytes());
     p.extend_from_slice(b",symbol=");
     push_tag_value(&mut p, symbol);
-    p.extend_from_slice(b",interval=");
-    push_tag_value(&mut p, interval);
+    p.push(b',');
+    p.extend_from_slice(key.as_bytes());
+    p.push(b'=');
+    push_tag_value(&mut p, value);
     p.push(b' ');
     Ok(p)
 }
@@ -170,15 +177,7 @@ pub fn push_bar(out: &mut Vec<u8>, prefix: &[u8], bar: &Bar) -> Result<(), LineE
 
 /// `actions,symbol=…,kind=… `: the part of an action's line shared by one symbol and kind.
 pub fn actions_prefix(symbol: &str, kind: &str) -> Result<Vec<u8>, LineError> {
-    check_tag_value("symbol", symbol)?;
-    let mut p = Vec::with_capacity(32 + symbol.len());
-    p.extend_from_slice(ACTIONS.as_bytes());
-    p.extend_from_slice(b",symbol=");
-    push_tag_value(&mut p, symbol);
-    p.extend_from_slice(b",kind=");
-    push_tag_value(&mut p, kind);
-    p.push(b' ');
-    Ok(p)
+    prefix(ACTIONS, symbol, "kind", kind)
 }
 
 /// Appends one corporate action's line after `prefix` (from [`actions_prefix`]);
