@@ -41,7 +41,10 @@ fn config_yaml(dir: &std::path::Path, base_url: &str) -> String {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -53,9 +56,16 @@ async fn run() {
 
     // 1. 200 symbols × 10 years daily, in-process.
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::from_yaml(&config_yaml(dir.path(), &mock.base_url()), std::iter::empty()).unwrap();
+    let config = Config::from_yaml(
+        &config_yaml(dir.path(), &mock.base_url()),
+        std::iter::empty(),
+    )
+    .unwrap();
     let services = Services::open(config).await.unwrap();
-    let start = chrono::DateTime::from_timestamp(now - 10 * 365 * 86_400, 0).unwrap().format("%Y-%m-%d").to_string();
+    let start = chrono::DateTime::from_timestamp(now - 10 * 365 * 86_400, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
     let spec = JobSpec {
         task: "backfill".into(),
         symbols: symbols(200),
@@ -72,7 +82,9 @@ async fn run() {
     let c: BackfillCounters = serde_json::from_value(job.counters).unwrap();
     let stage_total = c.fetch_s + c.parse_s + c.validate_s + c.write_s;
     println!("## daily history: 200 symbols × 10 years 1d, mock Yahoo, rate limit off\n");
-    println!("| bars written | requests | wall time | end-to-end | fetch | parse | validate | write |");
+    println!(
+        "| bars written | requests | wall time | end-to-end | fetch | parse | validate | write |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {:.2} s | {:.0} bars/s | {:.0}% | {:.0}% | {:.0}% | {:.0}% |\n",
@@ -90,12 +102,27 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("dms.yaml");
     std::fs::write(&cfg, config_yaml(dir.path(), &mock.base_url())).unwrap();
-    let start = chrono::DateTime::from_timestamp(now - 29 * 86_400, 0).unwrap().format("%Y-%m-%d").to_string();
+    let start = chrono::DateTime::from_timestamp(now - 29 * 86_400, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
     let syms = symbols(1250).join(",");
     let before = mock.requests().len();
     let t = Instant::now();
+    // Reaped below with `wait4`, which also reports its peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dms"))
-        .args(["backfill", "--symbols", &syms, "--interval", "1m", "--start", &start, "--source", "yahoo"])
+        .args([
+            "backfill",
+            "--symbols",
+            &syms,
+            "--interval",
+            "1m",
+            "--start",
+            &start,
+            "--source",
+            "yahoo",
+        ])
         .arg("--config")
         .arg(&cfg)
         .stdout(std::process::Stdio::piped())
@@ -120,7 +147,10 @@ async fn run() {
     child.stdout.unwrap().read_to_string(&mut out).unwrap();
     let mut err = String::new();
     child.stderr.unwrap().read_to_string(&mut err).unwrap();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "dms backfill failed: {out}\n{err}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "dms backfill failed: {out}\n{err}"
+    );
     let written: u64 = out
         .split(" written")
         .next()

@@ -21,6 +21,7 @@ use crate::source::futu::FutuSource;
 use crate::source::yahoo::YahooSource;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::influx::InfluxStore;
 use crate::store::meta::MetaDb;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +63,7 @@ impl Services {
         })?;
         let primary: Arc<dyn Store> = match &storage.primary {
             StoreConfig::Embedded => Arc::new(EmbeddedStore::open(&storage.bars_path())?),
-            StoreConfig::Influxdb(_) => {
-                return Err(StartError::Other(
-                    "the influxdb primary is not wired in yet".into(),
-                ));
-            }
+            StoreConfig::Influxdb(cfg) => Arc::new(InfluxStore::connect(cfg).await?),
         };
         let meta = MetaDb::open(&storage.meta_path())?;
         let recovered = meta.recover_pending().await?;

@@ -8,6 +8,7 @@
 
 pub mod chunk;
 pub mod embedded;
+pub mod influx;
 pub mod meta;
 
 use std::collections::HashMap;

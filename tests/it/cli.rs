@@ -261,3 +261,52 @@ fn bad_usage_exits_2() {
     );
     assert_eq!(dms.run(&["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn import_and_read_work_the_same_on_an_influxdb_primary() {
+    let influxd = crate::helpers::influxd::shared();
+    let db = influxd.unique_database("cli");
+    let primary = format!(
+        "{{kind: influxdb, url: \"{}\", api: v1, database: {db}}}",
+        influxd.url
+    );
+    let dms = DmsCommand::new("");
+    let csv = dms.write("AAPL.csv", YAHOO_CSV);
+    let run = |args: &[&str]| {
+        dms.command(args)
+            .env("DMS__STORAGE__PRIMARY", &primary)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "import",
+        "--path",
+        csv.to_str().unwrap(),
+        "--interval",
+        "1d",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "read",
+        "--symbols",
+        "AAPL",
+        "--interval",
+        "1d",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(
+            "AAPL,2024-01-03T00:00:00Z,184.220001,185.880005,183.429993,184.25,58414500.0"
+        )
+    );
+    // The bars really are in InfluxDB, in the schema of DESIGN §6.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let v = rt.block_on(influxd.raw_query(
+        &db,
+        "SELECT count(close) FROM bars WHERE symbol = 'AAPL' AND interval = '1d'",
+    ));
+    assert_eq!(v["results"][0]["series"][0]["values"][0][1], 3, "{v}");
+}

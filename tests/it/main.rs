@@ -4,6 +4,7 @@
 mod cli;
 mod futu;
 mod helpers;
+mod influx;
 mod jobs;
 mod server;
 mod store_suite;

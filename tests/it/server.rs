@@ -162,3 +162,21 @@ fn import_goes_through_a_running_server() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn health_names_an_influxdb_primary_and_its_version() {
+    let influxd = crate::helpers::influxd::shared();
+    let db = influxd.unique_database("health");
+    let primary = format!(
+        "{{kind: influxdb, url: \"{}\", api: v1, database: {db}}}",
+        influxd.url
+    );
+    let app = crate::helpers::app::spawn_app_with("", &[("DMS__STORAGE__PRIMARY", &primary)]).await;
+    let v: serde_json::Value = app.get("/health").await.json().await.unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["primary"]["kind"], "influxdb");
+    assert!(
+        v["primary"]["version"].as_str().unwrap().contains("1.6"),
+        "{v}"
+    );
+}

@@ -3,5 +3,6 @@
 pub mod app;
 pub mod bars;
 pub mod fake_opend;
+pub mod influxd;
 pub mod mock_yahoo;
 pub mod yahoo_synth;
