@@ -5,7 +5,7 @@
 //!    `dms backfill` runs without a server: end-to-end bars/s and the share of time in fetch,
 //!    parse, validate and write (stage times summed over the concurrent series).
 //! 2. **Peak memory**: the release `dms backfill` binary as a child process backfilling ~10M
-//!    one-minute bars (1,250 symbols × the last 29 days, the window Yahoo serves minute bars
+//!    one-minute bars (1,300 symbols × the last 29 days, the window Yahoo serves minute bars
 //!    for) from the mock; its peak RSS (`ru_maxrss` from `wait4`) must stay ≤ 300 MB.
 //!
 //! The mock server runs in this process and generates responses shaped like the recorded
@@ -106,7 +106,7 @@ async fn run() {
         .unwrap()
         .format("%Y-%m-%d")
         .to_string();
-    let syms = symbols(1250).join(",");
+    let syms = symbols(1300).join(",");
     let before = mock.requests().len();
     let t = Instant::now();
     // Reaped below with `wait4`, which also reports its peak RSS.
@@ -157,7 +157,7 @@ async fn run() {
         .and_then(|s| s.rsplit(", ").next())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    println!("## peak memory: 1,250 symbols × 29 days 1m through `dms backfill` (release)\n");
+    println!("## peak memory: 1,300 symbols × 29 days 1m through `dms backfill` (release)\n");
     println!("| bars written | requests | wall time | end-to-end | peak RSS | target |");
     println!("|---|---|---|---|---|---|");
     println!(
