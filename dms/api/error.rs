@@ -54,7 +54,12 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");
         }
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = super::openapi::ErrorBody {
+            error: super::openapi::ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
         let mut resp = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(

@@ -4,10 +4,15 @@
 //! and answers 4xx in the shape of [`error::ApiError`]), call into [`crate::app::Services`],
 //! and render JSON or a streamed body.
 
+pub mod actions;
 pub mod bars;
+pub mod cache;
 pub mod error;
 pub mod health;
 pub mod import;
+pub mod openapi;
+pub mod quality;
+pub mod series;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,6 +33,9 @@ pub use error::ApiError;
 
 /// Most symbols one request may name.
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
+
+/// Longest query string accepted (10,000 symbols of a typical length fit).
+pub const MAX_QUERY_BYTES: usize = 128 * 1024;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -66,13 +74,31 @@ pub fn router(services: Services) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(health::prometheus))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/bars", get(bars::bars))
+        .route("/api/v1/series", get(series::series))
+        .route("/api/v1/quality", get(quality::quality))
+        .route("/api/v1/actions", get(actions::actions))
+        .route("/api/v1/cache", get(cache::cache))
         .route("/api/v1/import", post(import::import))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(limit_query))
         .layer(middleware::from_fn(http_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Refuses over-long query strings before any handler parses them.
+async fn limit_query(req: Request, next: Next) -> Response {
+    match req.uri().query() {
+        Some(q) if q.len() > MAX_QUERY_BYTES => ApiError::InvalidArgument(format!(
+            "query string of {} bytes is longer than the limit of {MAX_QUERY_BYTES}",
+            q.len()
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn not_found() -> ApiError {

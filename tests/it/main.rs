@@ -1,7 +1,9 @@
 //! Integration tests: one binary, real components (a real `influxd`, a local mock Yahoo, a
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
+mod api_read;
 mod cli;
 mod helpers;
+mod read_cache;
 mod server;
 mod store_suite;
