@@ -685,12 +685,18 @@ mod tests {
 
     #[test]
     fn streaming_output_gives_the_same_bytes_as_buffered() {
-        let a: Vec<Bar> = (0..20_000)
+        let a: Vec<Bar> = (0..100_000)
             .map(|i| bar(1_704_153_600 + i * 60, 10.0 + i as f64 / 7.0, Some(9.0)))
             .collect();
         let cols = Columns::from_bars(&a);
         for format in Format::ALL {
-            let whole = encode_all(format, Interval::M1, true, &[("A", &a)]).unwrap();
+            let whole = encode_all(
+                format,
+                Interval::M1,
+                true,
+                &[("A", &a[..40_000]), ("A", &a[40_000..])],
+            )
+            .unwrap();
             let mut pieces: Vec<Vec<u8>> = Vec::new();
             let mut sink = |b: Vec<u8>| {
                 pieces.push(b);
@@ -699,14 +705,19 @@ mod tests {
             let mut out = Output::streaming(&mut sink, 4096);
             let mut enc = encoder(format, Interval::M1, true);
             enc.begin(&mut out).unwrap();
-            enc.series("A", &cols.slice(0, 7000), &mut out).unwrap();
-            enc.series("A", &cols.slice(7000, 13_000), &mut out)
+            enc.series("A", &cols.slice(0, 40_000), &mut out).unwrap();
+            enc.series("A", &cols.slice(40_000, 60_000), &mut out)
                 .unwrap();
             enc.finish(&mut out).unwrap();
             out.flush().unwrap();
             drop(out);
-            assert!(pieces.len() > 3, "{format:?} was not streamed");
-            assert_eq!(pieces.concat(), whole, "{format:?}");
+            // Parquet holds a row group (up to 256k rows) before writing it; the others stream.
+            if format != Format::Parquet {
+                assert!(pieces.len() >= 3, "{format:?} was not streamed");
+            }
+            let got = pieces.concat();
+            let diff = got.iter().zip(&whole).position(|(a, b)| a != b);
+            assert!(got == whole, "{format:?}: first difference at {diff:?}");
         }
     }
 

@@ -50,7 +50,7 @@ pub struct BarsQuery {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(
-        "request covers {count} bars, more than the limit of {limit} (reader.max_bars_per_request); narrow the range or ask for fewer symbols"
+        "request covers at least {count} bars, more than the limit of {limit} (reader.max_bars_per_request); narrow the range or ask for fewer symbols"
     )]
     TooManyBars { count: u64, limit: u64 },
     #[error(transparent)]

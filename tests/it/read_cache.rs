@@ -288,6 +288,7 @@ async fn concurrent_readers_during_writes_never_see_a_torn_chunk_or_an_old_write
     };
     r.writer.write(&batch(&k, version(0))).await.unwrap();
     let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writes = 40u64;
     let writer = {
         let (r, acked, k) = (r.clone(), acked.clone(), k.clone());
@@ -300,8 +301,8 @@ async fn concurrent_readers_during_writes_never_see_a_torn_chunk_or_an_old_write
         })
     };
     let readers: Vec<_> = (0..3)
-        .map(move |_| {
-            let (r, acked) = (r.clone(), acked.clone());
+        .map(|_| {
+            let (r, acked, stop) = (r.clone(), acked.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut reads = 0;
                 loop {
@@ -327,17 +328,21 @@ async fn concurrent_readers_during_writes_never_see_a_torn_chunk_or_an_old_write
                         );
                     }
                     reads += 1;
-                    if floor == writes {
+                    if floor == writes || stop.load(Ordering::SeqCst) {
                         return reads;
                     }
+                    // A fully cached read never awaits anything pending; let the writer run.
+                    tokio::task::yield_now().await;
                 }
             })
         })
         .collect();
-    writer.await.unwrap();
+    let written = writer.await;
+    stop.store(true, Ordering::SeqCst);
     for h in readers {
         assert!(h.await.unwrap() > 0);
     }
+    written.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
