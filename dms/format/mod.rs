@@ -4,8 +4,9 @@
 //!   symbol, `ts` RFC 3339; every requested symbol appears, with empty columns when it has no
 //!   bars in the range;
 //! - `csv`, `arrow` (Arrow IPC stream), `parquet`: long format with columns
-//!   `symbol,ts,open,high,low,close,volume`, `ts` a UTC timestamp (RFC 3339 text in CSV,
-//!   `timestamp[s, tz=UTC]` in Arrow and Parquet).
+//!   `symbol,ts,open,high,low,close,volume`, `ts` a UTC timestamp: RFC 3339 text in CSV,
+//!   `timestamp[s, tz=UTC]` in Arrow, `timestamp[ms, tz=UTC]` in Parquet (whose timestamp
+//!   type has no seconds unit: a seconds column would be read back as a bare integer).
 //!
 //! Encoders are incremental — `begin`, then `series` once per part of a symbol's bars (a
 //! symbol's parts are consecutive and in time order), then `finish` — writing into an
@@ -21,7 +22,10 @@ mod text;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampSecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    TimestampSecondArray,
+};
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -165,11 +169,11 @@ pub fn encoder(format: Format, interval: Interval, adjusted: bool) -> Box<dyn En
         }),
         Format::Csv => Box::new(CsvEncoder { adjusted }),
         Format::Arrow => Box::new(ArrowEncoder {
-            batcher: Batcher::new(adjusted),
+            batcher: Batcher::new(adjusted, false),
             writer: None,
         }),
         Format::Parquet => Box::new(ParquetEncoder {
-            batcher: Batcher::new(adjusted),
+            batcher: Batcher::new(adjusted, true),
             writer: None,
         }),
     }
@@ -350,15 +354,20 @@ impl Encoder for CsvEncoder {
 /// bars) are coalesced up to it; a part this large or larger goes out on its own, zero-copy.
 pub const BATCH_ROWS: usize = 65_536;
 
-/// The long-format Arrow schema shared by `arrow` and `parquet`.
+/// The long-format Arrow schema of `arrow` (`ts` in seconds).
 pub fn long_schema() -> SchemaRef {
+    schema_with(TimeUnit::Second)
+}
+
+/// The long-format schema of `parquet` (`ts` in milliseconds).
+pub fn parquet_schema() -> SchemaRef {
+    schema_with(TimeUnit::Millisecond)
+}
+
+fn schema_with(unit: TimeUnit) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("symbol", DataType::Utf8, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
-            false,
-        ),
+        Field::new("ts", DataType::Timestamp(unit, Some("UTC".into())), false),
         Field::new("open", DataType::Float64, false),
         Field::new("high", DataType::Float64, false),
         Field::new("low", DataType::Float64, false),
@@ -370,16 +379,23 @@ pub fn long_schema() -> SchemaRef {
 /// Collects parts into record batches of the long schema.
 struct Batcher {
     adjusted: bool,
+    /// `ts` in milliseconds (Parquet) rather than seconds (Arrow).
+    millis: bool,
     schema: SchemaRef,
     pending: Vec<(String, Columns)>,
     rows: usize,
 }
 
 impl Batcher {
-    fn new(adjusted: bool) -> Batcher {
+    fn new(adjusted: bool, millis: bool) -> Batcher {
         Batcher {
             adjusted,
-            schema: long_schema(),
+            millis,
+            schema: if millis {
+                parquet_schema()
+            } else {
+                long_schema()
+            },
             pending: Vec::new(),
             rows: 0,
         }
@@ -422,7 +438,12 @@ impl Batcher {
                 .flat_map(|(s, c)| std::iter::repeat_n(*s, c.len())),
         );
         let ts = concat(parts, |c| &c.ts);
-        let ts = TimestampSecondArray::new(ts, None).with_timezone("UTC");
+        let ts: ArrayRef = if self.millis {
+            let ms: ScalarBuffer<i64> = ts.iter().map(|t| t.saturating_mul(1000)).collect();
+            Arc::new(TimestampMillisecondArray::new(ms, None).with_timezone("UTC"))
+        } else {
+            Arc::new(TimestampSecondArray::new(ts, None).with_timezone("UTC"))
+        };
         let (o, h, l, c) = if self.adjusted && parts.iter().any(|(_, c)| c.adj_close.is_some()) {
             let n: usize = parts.iter().map(|(_, c)| c.len()).sum();
             let mut cols: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
@@ -450,7 +471,7 @@ impl Batcher {
             self.schema.clone(),
             vec![
                 Arc::new(symbols),
-                Arc::new(ts),
+                ts,
                 f(o),
                 f(h),
                 f(l),
@@ -551,7 +572,7 @@ impl Encoder for ParquetEncoder {
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_max_row_group_row_count(Some(256 * 1024))
             .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), long_schema(), Some(props))
+        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), parquet_schema(), Some(props))
             .map_err(|e| failed("parquet", e))?;
         out.append(w.inner_mut());
         self.writer = Some(w);

@@ -3,7 +3,9 @@
 
 use std::io::Cursor;
 
-use arrow_array::{Array, Float64Array, RecordBatch, StringArray, TimestampSecondArray};
+use arrow_array::{
+    Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, TimestampSecondArray,
+};
 use dms::domain::{CorporateAction, Interval, SourceKind, Symbol};
 use dms::validate::Context;
 
@@ -47,17 +49,27 @@ fn rows_from_batches(batches: &[RecordBatch]) -> Vec<Row> {
                 .clone()
         };
         let sym = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        let ts = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<TimestampSecondArray>()
-            .unwrap();
-        assert_eq!(ts.timezone(), Some("UTC"));
+        // Seconds in Arrow, milliseconds in Parquet (which has no seconds unit).
+        let ts: Vec<i64> = match b.column(1).as_any().downcast_ref::<TimestampSecondArray>() {
+            Some(s) => {
+                assert_eq!(s.timezone(), Some("UTC"));
+                s.values().to_vec()
+            }
+            None => {
+                let ms = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<TimestampMillisecondArray>()
+                    .unwrap();
+                assert_eq!(ms.timezone(), Some("UTC"));
+                ms.values().iter().map(|v| v / 1000).collect()
+            }
+        };
         let (o, h, l, c, v) = (col(2), col(3), col(4), col(5), col(6));
         for i in 0..b.num_rows() {
             out.push((
                 sym.value(i).to_string(),
-                ts.value(i),
+                ts[i],
                 o.value(i),
                 h.value(i),
                 l.value(i),
