@@ -433,3 +433,56 @@ pub fn chunks_of(series: &SeriesKey, range: TimeRange) -> impl Iterator<Item = C
         start: first + k * span,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Symbol;
+
+    #[test]
+    fn chunks_tile_a_range_without_gaps_or_overlap() {
+        let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::M1);
+        let span = chunk_span(Interval::M1);
+        assert_eq!(span, 10 * 86_400);
+        let r = TimeRange::new(-span - 5, 3 * span + 1).unwrap();
+        let keys: Vec<ChunkKey> = chunks_of(&series, r).collect();
+        assert_eq!(keys.first().unwrap().start, -2 * span);
+        assert_eq!(keys.last().unwrap().start, 3 * span);
+        for w in keys.windows(2) {
+            assert_eq!(w[0].range().end(), w[1].range().start());
+        }
+        assert_eq!(chunk_start(Interval::D1, 365 * 86_400 - 1), 0);
+        // Reader chunks are whole multiples of the embedded store's chunks.
+        for i in Interval::ALL {
+            assert_eq!(chunk_span(i) % crate::store::chunk::span(i), 0, "{i}");
+        }
+    }
+
+    #[test]
+    fn a_touch_drops_overlapping_chunks_and_widens_extents() {
+        let cache = ChunkCache::new(1 << 20);
+        let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1);
+        let day = 86_400;
+        {
+            let mut st = cache.lock();
+            st.extents.map = Some(HashMap::from([(series.clone(), (10 * day, 20 * day))]));
+            for start in [0, 365 * day] {
+                let key = ChunkKey {
+                    series: series.clone(),
+                    start,
+                };
+                cache.insert(&mut st, key, Columns::empty());
+            }
+        }
+        assert_eq!(cache.stats().entries, 2);
+        cache.touched(&series, TimeRange::new(400 * day, 401 * day).unwrap());
+        let stats = cache.stats();
+        assert_eq!((stats.entries, stats.invalidations), (1, 1));
+        assert_eq!(stats.bytes, crate::reader::columns::ENTRY_OVERHEAD as u64);
+        let st = cache.lock();
+        assert_eq!(
+            st.extents.map.as_ref().unwrap()[&series],
+            (10 * day, 401 * day - 1)
+        );
+    }
+}
