@@ -209,6 +209,32 @@ async fn run() {
             );
         }
 
+        // Where the cached time goes: encoding alone, in process, no HTTP.
+        let cols = dms::reader::Columns::from_bars(&bars(T0, 100_000, 60, 0.0));
+        for format in [dms::format::Format::Csv, dms::format::Format::Arrow] {
+            let mut runs = Vec::new();
+            let mut size = 0;
+            for _ in 0..9 {
+                let t = Instant::now();
+                let mut out = dms::format::Output::buffered();
+                let mut enc = dms::format::encoder(format, Interval::M1, false);
+                enc.begin(&mut out).unwrap();
+                for start in (0..100_000).step_by(14_400) {
+                    let part = cols.slice(start, (100_000 - start).min(14_400));
+                    enc.series("BIG000", &part, &mut out).unwrap();
+                }
+                enc.finish(&mut out).unwrap();
+                size = out.buf.len();
+                runs.push(t.elapsed());
+            }
+            println!(
+                "encode only, 100k bars, {}: {} ({:.1} MB)",
+                format.as_str(),
+                ms(median(runs)),
+                size as f64 / 1e6
+            );
+        }
+
         // 3: cached Arrow throughput, 50 symbols x 100k bars.
         let symbols: Vec<String> = (0..50).map(|i| format!("T{i:03}")).collect();
         for (i, s) in symbols.iter().enumerate() {

@@ -31,7 +31,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::domain::{Bar, Interval};
 use crate::reader::Columns;
-pub use text::{push_f64, push_rfc3339};
+pub use text::{TsFormatter, push_f64, push_rfc3339};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -225,6 +225,7 @@ impl JsonEncoder {
         text::push_json_str(&mut out.buf, &symbol);
         out.buf.extend_from_slice(b":{\"ts\":[");
         let mut first = true;
+        let mut tsf = TsFormatter::default();
         for p in &parts {
             out.buf.reserve(p.len() * 23);
             for &ts in p.ts.iter() {
@@ -233,7 +234,7 @@ impl JsonEncoder {
                 }
                 first = false;
                 out.buf.push(b'"');
-                push_rfc3339(&mut out.buf, ts);
+                tsf.push(&mut out.buf, ts);
                 out.buf.push(b'"');
             }
             out.maybe_flush()?;
@@ -325,16 +326,42 @@ impl Encoder for CsvEncoder {
         text::push_csv_field(&mut sym, symbol);
         sym.push(b',');
         let mut fmt = ryu::Buffer::new();
+        let mut tsf = TsFormatter::default();
+        let (ts, o, h, l, c, v) = (
+            &part.ts[..],
+            &part.open[..],
+            &part.high[..],
+            &part.low[..],
+            &part.close[..],
+            &part.volume[..],
+        );
+        let adj = if self.adjusted {
+            part.adj_close.as_deref()
+        } else {
+            None
+        };
         for start in (0..part.len()).step_by(4096) {
             let end = (start + 4096).min(part.len());
-            out.buf.reserve((end - start) * (sym.len() + 80));
+            out.buf.reserve((end - start) * (sym.len() + 96));
             for i in start..end {
                 out.buf.extend_from_slice(&sym);
-                push_rfc3339(&mut out.buf, part.ts[i]);
-                let (o, h, l, c) = part.ohlc(i, self.adjusted);
-                for v in [o, h, l, c, part.volume[i]] {
+                tsf.push(&mut out.buf, ts[i]);
+                let k = match adj {
+                    Some(a) if !a[i].is_nan() => a[i] / c[i],
+                    _ => 1.0,
+                };
+                let close = match adj {
+                    Some(a) if !a[i].is_nan() => a[i],
+                    _ => c[i],
+                };
+                let row = if k == 1.0 {
+                    [o[i], h[i], l[i], close, v[i]]
+                } else {
+                    [o[i] * k, h[i] * k, l[i] * k, close, v[i]]
+                };
+                for x in row {
                     out.buf.push(b',');
-                    push_f64(&mut out.buf, v, &mut fmt);
+                    push_f64(&mut out.buf, x, &mut fmt);
                 }
                 out.buf.push(b'\n');
             }

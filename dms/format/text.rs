@@ -52,6 +52,57 @@ pub fn push_rfc3339(out: &mut Vec<u8>, ts: i64) {
     out.extend_from_slice(&b);
 }
 
+/// [`push_rfc3339`] for runs of timestamps: the `YYYY-MM-DDT` of the last day is kept, so bars
+/// of one day (intraday data) only format their time of day.
+pub struct TsFormatter {
+    day: i64,
+    date: [u8; 11],
+}
+
+impl Default for TsFormatter {
+    fn default() -> TsFormatter {
+        TsFormatter {
+            day: i64::MIN,
+            date: [0; 11],
+        }
+    }
+}
+
+impl TsFormatter {
+    #[inline]
+    pub fn push(&mut self, out: &mut Vec<u8>, ts: i64) {
+        let day = ts.div_euclid(86_400);
+        if day != self.day {
+            let mut tmp = Vec::with_capacity(20);
+            push_rfc3339(&mut tmp, day * 86_400);
+            if tmp.len() != 20 {
+                // Outside years 0..=9999: the slow, general path.
+                out.extend_from_slice(time::rfc3339(ts).as_bytes());
+                return;
+            }
+            self.date.copy_from_slice(&tmp[..11]);
+            self.day = day;
+        }
+        let secs = ts.rem_euclid(86_400);
+        let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let d = |v: i64| b'0' + v as u8;
+        let mut b = [0u8; 20];
+        b[..11].copy_from_slice(&self.date);
+        b[11..].copy_from_slice(&[
+            d(hh / 10),
+            d(hh % 10),
+            b':',
+            d(mm / 10),
+            d(mm % 10),
+            b':',
+            d(ss / 10),
+            d(ss % 10),
+            b'Z',
+        ]);
+        out.extend_from_slice(&b);
+    }
+}
+
 /// Proleptic Gregorian `(year, month, day)` of a count of days since 1970-01-01 (Howard
 /// Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
@@ -101,6 +152,15 @@ mod tests {
             push_rfc3339(&mut out, ts);
             assert_eq!(String::from_utf8(out).unwrap(), time::rfc3339(ts), "{ts}");
             ts += step * 97;
+        }
+        let mut f = TsFormatter::default();
+        for ts in (1_704_153_000..1_704_500_000)
+            .step_by(599)
+            .chain([-1, 0, 86_399, 86_400])
+        {
+            let mut out = Vec::new();
+            f.push(&mut out, ts);
+            assert_eq!(String::from_utf8(out).unwrap(), time::rfc3339(ts), "{ts}");
         }
         for ts in [0, 951_782_400, 1_709_164_800, 4_107_542_399] {
             let mut out = Vec::new();
