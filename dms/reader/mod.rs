@@ -84,6 +84,66 @@ struct Part {
     clip: TimeRange,
 }
 
+/// A symbol of the request with its range clipped to the series' extent (`None`: no bars).
+/// Parts are generated from it lazily, so a huge request costs no memory before it is refused.
+#[derive(Debug, Clone)]
+struct Planned {
+    symbol: usize,
+    series: SeriesKey,
+    range: Option<TimeRange>,
+}
+
+impl Planned {
+    fn chunk_count(&self) -> i64 {
+        self.range.map_or(0, |r| {
+            let span = cache::chunk_span(self.series.interval);
+            (cache::chunk_start(self.series.interval, r.end() - 1)
+                - cache::chunk_start(self.series.interval, r.start()))
+                / span
+                + 1
+        })
+    }
+
+    /// This symbol's parts, in time order.
+    fn parts(self) -> impl Iterator<Item = Part> + Send + 'static {
+        let n = self.chunk_count();
+        let Planned {
+            symbol,
+            series,
+            range,
+        } = self;
+        let empty = range.is_none().then_some(Part {
+            symbol,
+            chunk: None,
+            clip: TimeRange::ALL,
+        });
+        let chunks = range.into_iter().flat_map(move |r| {
+            let (span, first) = (
+                cache::chunk_span(series.interval),
+                cache::chunk_start(series.interval, r.start()),
+            );
+            let series = series.clone();
+            (0..n).map(move |k| Part {
+                symbol,
+                chunk: Some(ChunkKey {
+                    series: series.clone(),
+                    start: first + k * span,
+                }),
+                clip: r,
+            })
+        });
+        empty.into_iter().chain(chunks)
+    }
+}
+
+fn parts_of(planned: Vec<Planned>) -> impl Iterator<Item = Part> + Send + 'static {
+    planned.into_iter().flat_map(Planned::parts)
+}
+
+/// Symbols whose range spans more chunks than this are counted with one `Store::count` of
+/// the whole range rather than chunk by chunk.
+const COUNT_BY_CHUNK_MAX: i64 = 256;
+
 /// Serves batch reads from the primary through the chunk cache. Cheap to clone.
 #[derive(Clone)]
 pub struct Reader {
@@ -115,12 +175,12 @@ impl Reader {
     /// Plans, checks the limit and starts the read. Errors before the first byte (a request
     /// over the limit, a store that cannot be reached) come back here, not in the body.
     pub async fn read(&self, q: BarsQuery) -> Result<Body, ReadError> {
-        let parts = self.plan(&q).await?;
-        self.check(&q, &parts).await?;
-        if let Some(bytes) = self.encode_cached(&q, &parts)? {
+        let planned = self.plan(&q).await?;
+        self.check(&q, &planned).await?;
+        if let Some(bytes) = self.encode_cached(&q, &planned)? {
             return Ok(Body::Full(bytes));
         }
-        Ok(Body::Stream(self.stream(q, parts)))
+        Ok(Body::Stream(self.stream(q, planned)))
     }
 
     /// The whole encoded result in memory (tests and small callers).
@@ -137,74 +197,72 @@ impl Reader {
         }
     }
 
-    /// Splits the request into parts, clipping each symbol's range to its series' extent.
-    async fn plan(&self, q: &BarsQuery) -> Result<Vec<Part>, ReadError> {
+    /// Clips each symbol's range to its series' extent.
+    async fn plan(&self, q: &BarsQuery) -> Result<Vec<Planned>, ReadError> {
         let keys: Vec<SeriesKey> = q
             .symbols
             .iter()
             .map(|s| SeriesKey::new(s.clone(), q.interval))
             .collect();
         let extents = self.cache.extents(&self.store, &keys).await?;
-        let mut parts = Vec::new();
-        for (i, (key, extent)) in keys.iter().zip(extents).enumerate() {
-            let clipped = extent.and_then(|(first, last)| {
-                TimeRange::new(first, last.saturating_add(1))
-                    .ok()
-                    .and_then(|e| e.intersect(q.range))
-            });
-            match clipped {
-                None => parts.push(Part {
-                    symbol: i,
-                    chunk: None,
-                    clip: q.range,
+        Ok(keys
+            .into_iter()
+            .zip(extents)
+            .enumerate()
+            .map(|(symbol, (series, extent))| Planned {
+                symbol,
+                series,
+                range: extent.and_then(|(first, last)| {
+                    TimeRange::new(first, last.saturating_add(1))
+                        .ok()
+                        .and_then(|e| e.intersect(q.range))
                 }),
-                Some(r) => parts.extend(cache::chunks_of(key, r).map(|chunk| Part {
-                    symbol: i,
-                    chunk: Some(chunk),
-                    clip: r,
-                })),
-            }
-        }
-        Ok(parts)
+            })
+            .collect())
     }
 
     /// Refuses a request over `max_bars`. The count is skipped when the clipped ranges cannot
-    /// hold that many bars; otherwise cached chunks are counted from the cache and each run of
-    /// uncached chunks with one `Store::count`.
-    async fn check(&self, q: &BarsQuery, parts: &[Part]) -> Result<(), ReadError> {
+    /// hold that many bars; otherwise cached chunks are counted from the cache, each run of
+    /// uncached chunks with one `Store::count`, and a symbol spanning very many chunks with
+    /// one `Store::count` of its range.
+    async fn check(&self, q: &BarsQuery, planned: &[Planned]) -> Result<(), ReadError> {
         let spacing = match q.interval {
             i if i.is_intraday() => i.nominal_secs(),
             Interval::D1 => 86_400,
             Interval::W1 => 7 * 86_400,
             _ => 28 * 86_400,
         };
-        let bound: u64 = parts
+        let bound: u64 = planned
             .iter()
-            .filter_map(|p| {
-                let c = p.chunk.as_ref()?;
-                let r = c.range().intersect(p.clip)?;
-                Some(((r.end() - r.start()) / spacing + 1) as u64)
-            })
-            .sum();
+            .filter_map(|p| p.range)
+            .map(|r| ((r.end() - r.start()) / spacing + 1) as u64)
+            .fold(0u64, u64::saturating_add);
         if bound <= self.max_bars {
             return Ok(());
         }
         let mut total = 0u64;
         let mut runs: Vec<(SeriesKey, TimeRange)> = Vec::new();
-        for p in parts {
-            let Some(chunk) = &p.chunk else { continue };
-            let Some(r) = chunk.range().intersect(p.clip) else {
-                continue;
-            };
-            if let Some(cols) = self.cache.peek(chunk) {
-                total += cols.count_in(r) as u64;
+        for p in planned {
+            let Some(range) = p.range else { continue };
+            if p.chunk_count() > COUNT_BY_CHUNK_MAX {
+                runs.push((p.series.clone(), range));
                 continue;
             }
-            match runs.last_mut() {
-                Some((s, run)) if *s == chunk.series && run.end() == r.start() => {
-                    *run = TimeRange::new(run.start(), r.end()).expect("grows");
+            for part in p.clone().parts() {
+                let Some(chunk) = &part.chunk else { continue };
+                let Some(r) = chunk.range().intersect(part.clip) else {
+                    continue;
+                };
+                if let Some(cols) = self.cache.peek(chunk) {
+                    total += cols.count_in(r) as u64;
+                    continue;
                 }
-                _ => runs.push((chunk.series.clone(), r)),
+                match runs.last_mut() {
+                    Some((s, run)) if *s == chunk.series && run.end() == r.start() => {
+                        *run = TimeRange::new(run.start(), r.end()).expect("grows");
+                    }
+                    _ => runs.push((chunk.series.clone(), r)),
+                }
             }
         }
         let over = |total: u64| total > self.max_bars;
@@ -231,15 +289,22 @@ impl Reader {
     }
 
     /// Encodes the result at once when every chunk is cached and it is small.
-    fn encode_cached(&self, q: &BarsQuery, parts: &[Part]) -> Result<Option<Bytes>, ReadError> {
-        let keys: Vec<&ChunkKey> = parts.iter().filter_map(|p| p.chunk.as_ref()).collect();
-        let bound: usize = keys.len().saturating_mul(match q.interval {
-            i if i.is_intraday() => 14_400,
-            _ => 400,
-        });
-        if bound > INLINE_MAX_BARS * 4 {
+    fn encode_cached(
+        &self,
+        q: &BarsQuery,
+        planned: &[Planned],
+    ) -> Result<Option<Bytes>, ReadError> {
+        let chunks: i64 = planned.iter().map(Planned::chunk_count).sum();
+        let per_chunk = if q.interval.is_intraday() {
+            14_400
+        } else {
+            400
+        };
+        if chunks.saturating_mul(per_chunk) > (INLINE_MAX_BARS * 4) as i64 {
             return Ok(None);
         }
+        let parts: Vec<Part> = parts_of(planned.to_vec()).collect();
+        let keys: Vec<&ChunkKey> = parts.iter().filter_map(|p| p.chunk.as_ref()).collect();
         let Some(chunks) = self.cache.get_all_cached(&keys) else {
             return Ok(None);
         };
@@ -267,14 +332,14 @@ impl Reader {
     fn stream(
         &self,
         q: BarsQuery,
-        parts: Vec<Part>,
+        planned: Vec<Planned>,
     ) -> BoxStream<'static, Result<Bytes, ReadError>> {
         let (part_tx, mut part_rx) =
             tokio::sync::mpsc::channel::<Result<(usize, Columns), ReadError>>(LOAD_CONCURRENCY);
         let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, ReadError>>(4);
         let (cache, store) = (self.cache.clone(), self.store.clone());
         tokio::spawn(async move {
-            let mut loads = futures::stream::iter(parts)
+            let mut loads = futures::stream::iter(parts_of(planned))
                 .map(|p| {
                     let (cache, store) = (cache.clone(), store.clone());
                     async move {

@@ -621,3 +621,22 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_century_of_minute_bars_is_counted_and_read_without_enumerating_it_up_front() {
+    let app = spawn_app_with("", &[("DMS__READER__MAX_BARS_PER_REQUEST", "500")]).await;
+    let k = key("OLD", Interval::M1);
+    let century = 100 * 365 * 86_400;
+    for ts in [T0 - century, T0] {
+        app.services
+            .writer
+            .write(&batch(&k, vec![bar(ts, 1.0)]))
+            .await
+            .unwrap();
+    }
+    // The range could hold 52M minute bars: over the limit by its width, so it is counted
+    // (one store count for the century), found to hold 2, and read.
+    let (s, _, body) = get_bytes(&app, "symbols=OLD&interval=1m&format=csv").await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8(body).unwrap().lines().count(), 3);
+}
