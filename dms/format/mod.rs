@@ -22,6 +22,8 @@ mod text;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use arrow_array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     TimestampSecondArray,
@@ -91,7 +93,7 @@ pub enum EncodeError {
 pub struct Output<'a> {
     pub buf: Vec<u8>,
     /// Takes a full buffer; returns false when the consumer is gone.
-    sink: Option<&'a mut (dyn FnMut(Vec<u8>) -> bool + Send)>,
+    sink: Option<&'a mut (dyn FnMut(Bytes) -> bool + Send)>,
     flush_at: usize,
 }
 
@@ -106,7 +108,7 @@ impl<'a> Output<'a> {
     }
 
     /// An output that hands `buf` to `sink` once it holds `flush_at` bytes.
-    pub fn streaming(sink: &'a mut (dyn FnMut(Vec<u8>) -> bool + Send), flush_at: usize) -> Self {
+    pub fn streaming(sink: &'a mut (dyn FnMut(Bytes) -> bool + Send), flush_at: usize) -> Self {
         Output {
             buf: Vec::with_capacity(flush_at + flush_at / 4),
             sink: Some(sink),
@@ -131,9 +133,25 @@ impl<'a> Output<'a> {
                 &mut self.buf,
                 Vec::with_capacity(self.flush_at + self.flush_at / 4),
             );
-            if !sink(full) {
+            if !sink(Bytes::from(full)) {
                 return Err(EncodeError::Closed);
             }
+        }
+        Ok(())
+    }
+
+    /// Appends already encoded bytes (a cached chunk's text): handed on as they are when
+    /// streaming, copied when buffering.
+    pub fn push_bytes(&mut self, bytes: Bytes) -> Result<(), EncodeError> {
+        if self.sink.is_none() {
+            self.buf.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        self.flush()?;
+        if let Some(sink) = self.sink.as_mut()
+            && !sink(bytes)
+        {
+            return Err(EncodeError::Closed);
         }
         Ok(())
     }
@@ -746,8 +764,8 @@ mod tests {
             )
             .unwrap();
             let mut pieces: Vec<Vec<u8>> = Vec::new();
-            let mut sink = |b: Vec<u8>| {
-                pieces.push(b);
+            let mut sink = |b: Bytes| {
+                pieces.push(b.to_vec());
                 true
             };
             let mut out = Output::streaming(&mut sink, 4096);
@@ -772,7 +790,7 @@ mod tests {
     #[test]
     fn a_closed_consumer_stops_the_encoder() {
         let a: Vec<Bar> = (0..10_000).map(|i| bar(i * 60, 10.0, None)).collect();
-        let mut sink = |_b: Vec<u8>| false;
+        let mut sink = |_b: Bytes| false;
         let mut out = Output::streaming(&mut sink, 1024);
         let mut enc = encoder(Format::Csv, Interval::M1, false);
         enc.begin(&mut out).unwrap();

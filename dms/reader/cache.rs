@@ -34,11 +34,12 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 
-use super::columns::Columns;
+use super::columns::{Columns, ENTRY_OVERHEAD};
 use crate::domain::{Interval, SeriesKey, TimeRange};
 use crate::ingest::WriteListener;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
+use bytes::Bytes;
 
 /// The span of one reader chunk for an interval, in seconds: ten days of 1-minute bars (at
 /// most 14,400 bars, in proportion for other intraday intervals), a year of daily bars, ten
@@ -82,6 +83,8 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Chunks held now.
     pub entries: u64,
+    /// Encoded texts of whole chunks held now (CSV rows, served without re-formatting).
+    pub text_entries: u64,
     /// Chunk lookups answered from the cache.
     pub hits: u64,
     /// Chunk lookups that had to wait for a store read (their own or a shared one).
@@ -116,6 +119,10 @@ struct Extents {
 
 struct State {
     lru: LruCache<ChunkKey, Columns>,
+    /// Encoded text of whole chunks (CSV rows), by chunk and [`TextKind`]: derived from the
+    /// cached columns, dropped with them on a write, evicted before them.
+    text: LruCache<(ChunkKey, TextKind), Bytes>,
+    /// Columns and text together.
     bytes: usize,
     flights: HashMap<ChunkKey, Flight>,
     extents: Extents,
@@ -134,6 +141,17 @@ pub struct ChunkCache {
     invalidations: AtomicU64,
 }
 
+/// Which encoding of a chunk a text entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TextKind {
+    Csv,
+    CsvAdjusted,
+}
+
+impl TextKind {
+    const ALL: [TextKind; 2] = [TextKind::Csv, TextKind::CsvAdjusted];
+}
+
 /// Touches spanning more chunks than this scan the cache instead of enumerating chunk starts.
 const ENUMERATE_LIMIT: i64 = 4096;
 
@@ -147,6 +165,7 @@ impl ChunkCache {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
+                text: LruCache::unbounded(),
                 bytes: 0,
                 flights: HashMap::new(),
                 extents: Extents {
@@ -173,6 +192,7 @@ impl ChunkCache {
             max_bytes: self.max_bytes as u64,
             bytes: st.bytes as u64,
             entries: st.lru.len() as u64,
+            text_entries: st.text.len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             loads: self.loads.load(Ordering::Relaxed),
@@ -187,8 +207,36 @@ impl ChunkCache {
     pub fn clear(&self) {
         let mut st = self.lock();
         st.lru.clear();
+        st.text.clear();
         st.bytes = 0;
         metrics().cache_bytes.set(0);
+    }
+
+    /// The encoded text of a whole chunk, if cached.
+    pub fn text(&self, key: &ChunkKey, kind: TextKind) -> Option<Bytes> {
+        self.lock().text.get(&(key.clone(), kind)).cloned()
+    }
+
+    /// Caches the encoded text of a whole chunk, made from `from` — but only while `from` is
+    /// still the chunk's cached columns: if a write dropped them since, the text may be stale.
+    pub fn put_text(&self, key: &ChunkKey, from: &Columns, kind: TextKind, text: Bytes) {
+        let size = text.len() + ENTRY_OVERHEAD;
+        if size > self.max_bytes / 4 {
+            return;
+        }
+        let mut st = self.lock();
+        let current = st
+            .lru
+            .peek(key)
+            .is_some_and(|c| c.ts.ptr_eq(&from.ts) && c.len() == from.len());
+        if !current {
+            return;
+        }
+        if let Some((_, old)) = st.text.push((key.clone(), kind), text) {
+            st.bytes -= old.len() + ENTRY_OVERHEAD;
+        }
+        st.bytes += size;
+        self.evict(&mut st);
     }
 
     /// The cached chunk, without touching recency or counters (for counting bars).
@@ -276,8 +324,17 @@ impl ChunkCache {
             st.bytes -= old.bytes();
         }
         st.bytes += size;
+        self.evict(st);
+    }
+
+    /// Evicts least recently used entries, texts first, until within `max_bytes`.
+    fn evict(&self, st: &mut State) {
         let mut evicted = 0u64;
         while st.bytes > self.max_bytes {
+            if let Some((_, t)) = st.text.pop_lru() {
+                st.bytes -= t.len() + ENTRY_OVERHEAD;
+                continue;
+            }
             match st.lru.pop_lru() {
                 Some((_, v)) => {
                     st.bytes -= v.bytes();
@@ -341,6 +398,11 @@ impl ChunkCache {
                     st.bytes -= v.bytes();
                     dropped += 1;
                 }
+                for kind in TextKind::ALL {
+                    if let Some(t) = st.text.pop(&(key.clone(), kind)) {
+                        st.bytes -= t.len() + ENTRY_OVERHEAD;
+                    }
+                }
                 st.flights.remove(&key);
                 start += span;
             }
@@ -356,6 +418,17 @@ impl ChunkCache {
                 if let Some(v) = st.lru.pop(&k) {
                     st.bytes -= v.bytes();
                     dropped += 1;
+                }
+            }
+            let doomed: Vec<(ChunkKey, TextKind)> = st
+                .text
+                .iter()
+                .filter(|((k, _), _)| hit(k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                if let Some(t) = st.text.pop(&k) {
+                    st.bytes -= t.len() + ENTRY_OVERHEAD;
                 }
             }
             st.flights.retain(|k, _| !hit(k));

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
-pub use cache::{CacheStats, ChunkCache, ChunkKey};
+pub use cache::{CacheStats, ChunkCache, ChunkKey, TextKind};
 pub use columns::Columns;
 
 use crate::domain::{Interval, SeriesKey, Symbol, TimeRange};
@@ -309,22 +309,24 @@ impl Reader {
             return Ok(None);
         };
         let mut chunks = chunks.into_iter();
-        let resolved: Vec<(usize, Columns)> = parts
-            .iter()
-            .map(|p| match &p.chunk {
-                Some(_) => (
+        let resolved: Vec<Resolved> = parts
+            .into_iter()
+            .map(|p| match p.chunk {
+                Some(key) => Resolved::new(
                     p.symbol,
-                    chunks.next().unwrap_or_else(Columns::empty).clip(p.clip),
+                    chunks.next().unwrap_or_else(Columns::empty),
+                    key,
+                    p.clip,
                 ),
-                None => (p.symbol, Columns::empty()),
+                None => Resolved::empty(p.symbol),
             })
             .collect();
-        if resolved.iter().map(|(_, c)| c.len()).sum::<usize>() > INLINE_MAX_BARS {
+        if resolved.iter().map(|r| r.cols.len()).sum::<usize>() > INLINE_MAX_BARS {
             // Not small after all: stream it (the chunks are cached, so that is cheap too).
             return Ok(None);
         }
         let mut out = Output::buffered();
-        encode(q, resolved.into_iter().map(Ok), &mut out)?;
+        encode(q, resolved.into_iter().map(Ok), &mut out, Some(&self.cache))?;
         Ok(Some(Bytes::from(out.buf)))
     }
 
@@ -335,19 +337,22 @@ impl Reader {
         planned: Vec<Planned>,
     ) -> BoxStream<'static, Result<Bytes, ReadError>> {
         let (part_tx, mut part_rx) =
-            tokio::sync::mpsc::channel::<Result<(usize, Columns), ReadError>>(LOAD_CONCURRENCY);
+            tokio::sync::mpsc::channel::<Result<Resolved, ReadError>>(LOAD_CONCURRENCY);
         let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, ReadError>>(4);
         let (cache, store) = (self.cache.clone(), self.store.clone());
+        let cache_for_text = self.cache.clone();
         tokio::spawn(async move {
             let mut loads = futures::stream::iter(parts_of(planned))
                 .map(|p| {
                     let (cache, store) = (cache.clone(), store.clone());
                     async move {
-                        let cols = match &p.chunk {
-                            Some(key) => cache.get(&store, key).await?.clip(p.clip),
-                            None => Columns::empty(),
-                        };
-                        Ok::<_, ReadError>((p.symbol, cols))
+                        Ok::<_, ReadError>(match p.chunk {
+                            Some(key) => {
+                                let chunk = cache.get(&store, &key).await?;
+                                Resolved::new(p.symbol, chunk, key, p.clip)
+                            }
+                            None => Resolved::empty(p.symbol),
+                        })
                     }
                 })
                 .buffered(LOAD_CONCURRENCY);
@@ -360,10 +365,11 @@ impl Reader {
         });
         tokio::task::spawn_blocking(move || {
             let err_tx = body_tx.clone();
-            let mut sink = move |buf: Vec<u8>| body_tx.blocking_send(Ok(Bytes::from(buf))).is_ok();
+            let mut sink = move |piece: Bytes| body_tx.blocking_send(Ok(piece)).is_ok();
             let mut out = Output::streaming(&mut sink, FLUSH_BYTES);
             let parts = std::iter::from_fn(|| part_rx.blocking_recv());
-            let result = encode(&q, parts, &mut out).and_then(|()| Ok(out.flush()?));
+            let result =
+                encode(&q, parts, &mut out, Some(&cache_for_text)).and_then(|()| Ok(out.flush()?));
             match result {
                 Ok(()) | Err(ReadError::Encode(EncodeError::Closed)) => {}
                 Err(e) => {
@@ -377,18 +383,70 @@ impl Reader {
     }
 }
 
+/// A part with its bars: a chunk clipped to the request, and the chunk's key when the clip
+/// kept all of it (its encoded text can then be cached and reused).
+struct Resolved {
+    symbol: usize,
+    cols: Columns,
+    whole: Option<ChunkKey>,
+}
+
+impl Resolved {
+    fn new(symbol: usize, chunk: Columns, key: ChunkKey, clip: TimeRange) -> Resolved {
+        let cols = chunk.clip(clip);
+        let whole = (cols.len() == chunk.len() && !cols.is_empty()).then_some(key);
+        Resolved {
+            symbol,
+            cols,
+            whole,
+        }
+    }
+
+    fn empty(symbol: usize) -> Resolved {
+        Resolved {
+            symbol,
+            cols: Columns::empty(),
+            whole: None,
+        }
+    }
+}
+
 /// Runs the encoder of `q` over parts in order: the one sequence of calls both the cached and
-/// the streamed path make, which is why they give the same bytes.
+/// the streamed path make, which is why they give the same bytes. CSV rows of a whole chunk
+/// are the same in every response, so they are cached as text and reused (the CSV encoder
+/// keeps no state between parts, so the bytes are identical).
 fn encode(
     q: &BarsQuery,
-    parts: impl Iterator<Item = Result<(usize, Columns), ReadError>>,
+    parts: impl Iterator<Item = Result<Resolved, ReadError>>,
     out: &mut Output,
+    cache: Option<&ChunkCache>,
 ) -> Result<(), ReadError> {
     let mut enc = format::encoder(q.format, q.interval, q.adjusted);
     enc.begin(out)?;
+    let kind = match (q.format, q.adjusted) {
+        (Format::Csv, false) => Some(TextKind::Csv),
+        (Format::Csv, true) => Some(TextKind::CsvAdjusted),
+        _ => None,
+    };
     for part in parts {
-        let (i, cols) = part?;
-        enc.series(q.symbols[i].as_str(), &cols, out)?;
+        let part = part?;
+        let symbol = q.symbols[part.symbol].as_str();
+        match (kind, &part.whole, cache) {
+            (Some(kind), Some(key), Some(cache)) => {
+                let text = match cache.text(key, kind) {
+                    Some(text) => text,
+                    None => {
+                        let mut own = Output::buffered();
+                        enc.series(symbol, &part.cols, &mut own)?;
+                        let text = Bytes::from(own.buf);
+                        cache.put_text(key, &part.cols, kind, text.clone());
+                        text
+                    }
+                };
+                out.push_bytes(text)?;
+            }
+            _ => enc.series(symbol, &part.cols, out)?,
+        }
     }
     enc.finish(out)?;
     Ok(())

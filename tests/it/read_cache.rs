@@ -162,7 +162,12 @@ async fn a_write_into_the_middle_of_a_cached_range_is_seen_by_the_next_read() {
         loads,
         "the second read is served from the cache"
     );
-    assert!(r.reader.cache().stats().hits > 0);
+    let stats = r.reader.cache().stats();
+    assert!(stats.hits > 0, "{stats:?}");
+    assert_eq!(
+        stats.text_entries, stats.entries,
+        "whole chunks' CSV is cached: {stats:?}"
+    );
 
     let mid = T0 + (n as i64 / 2) * 60;
     let mut changed = bar(mid, 0.0);
