@@ -34,8 +34,8 @@ pub use error::ApiError;
 /// Most symbols one request may name.
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
 
-/// Longest query string accepted (about 4,000 tickers). hyper may refuse a long request line
-/// itself with a bare 414 before this check runs.
+/// Longest query string accepted (about 4,000 tickers). Request lines over 64 KiB are refused
+/// by hyper itself, with a bare 414, before this check runs.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
 /// State shared by every handler.
