@@ -558,4 +558,45 @@ mod tests {
             (10 * day, 401 * day - 1)
         );
     }
+
+    #[test]
+    fn text_is_kept_only_while_its_columns_are_the_cached_ones() {
+        let cache = ChunkCache::new(1 << 20);
+        let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1);
+        let key = ChunkKey {
+            series: series.clone(),
+            start: 0,
+        };
+        let bar = |c: f64| crate::domain::Bar {
+            ts: 86_400,
+            open: c,
+            high: c,
+            low: c,
+            close: c,
+            volume: 1.0,
+            adj_close: None,
+            source: Default::default(),
+        };
+        let old = Columns::from_bars(&[bar(1.0)]);
+        cache.insert(&mut cache.lock(), key.clone(), old.clone());
+        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
+        assert_eq!(cache.text(&key, TextKind::Csv).unwrap(), "old");
+        assert!(cache.text(&key, TextKind::CsvAdjusted).is_none());
+
+        // A write drops the text with the chunk; text made from the old columns afterwards
+        // (a request that was already encoding) is refused, also once new columns are cached.
+        cache.touched(&series, TimeRange::new(86_400, 86_401).unwrap());
+        assert!(cache.text(&key, TextKind::Csv).is_none());
+        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
+        assert!(cache.text(&key, TextKind::Csv).is_none());
+        let new = Columns::from_bars(&[bar(2.0)]);
+        cache.insert(&mut cache.lock(), key.clone(), new.clone());
+        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
+        assert!(cache.text(&key, TextKind::Csv).is_none());
+        cache.put_text(&key, &new, TextKind::Csv, Bytes::from_static(b"new"));
+        assert_eq!(cache.text(&key, TextKind::Csv).unwrap(), "new");
+        let st = cache.lock();
+        let want = new.bytes() + 3 + ENTRY_OVERHEAD;
+        assert_eq!(st.bytes, want);
+    }
 }
