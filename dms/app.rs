@@ -74,7 +74,13 @@ impl Services {
             );
         }
         let writer = Writer::new(primary.clone(), meta.clone());
-        let reader = Reader::new(primary.clone(), config.reader.max_bars_per_request);
+        let reader = Reader::new(
+            primary.clone(),
+            config.reader.max_bars_per_request,
+            config.cache.max_bytes,
+        );
+        // Every write drops the chunks it touches before it is acknowledged.
+        writer.add_listener(reader.cache().clone());
         let mut sources: BTreeMap<SourceKind, Arc<dyn Source>> = BTreeMap::new();
         sources.insert(
             SourceKind::Files,

@@ -323,16 +323,21 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 
 async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(), CliError> {
     let services = Services::open(config).await?;
-    services.reader.check(&q).await?;
+    // The same call the API makes, so the bytes are the same.
+    let body = services.reader.read(q).await?;
     let mut out: Box<dyn Write + Send> = match output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| fail(format!("{}: {e}", p.display())))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    let mut stream = std::pin::pin!(services.reader.stream(q));
-    while let Some(chunk) = stream.next().await {
-        out.write_all(&chunk?)?;
+    match body {
+        crate::reader::Body::Full(bytes) => out.write_all(&bytes)?,
+        crate::reader::Body::Stream(mut stream) => {
+            while let Some(piece) = stream.next().await {
+                out.write_all(&piece?)?;
+            }
+        }
     }
     out.flush()?;
     Ok(())

@@ -23,3 +23,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 echo "==> cargo test"
 cargo test "$@"
+
+echo "==> read API against a live dms serve (backtest example, pyarrow round trips, schemathesis)"
+./scripts/read_api_check.sh target/debug/dms

@@ -1,5 +1,7 @@
 //! `GET /api/v1/bars`: the batch read for backtests, and the request parsing shared with
-//! `dms read`.
+//! `dms read` and the other read endpoints.
+
+use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -7,21 +9,68 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, MAX_SYMBOLS_PER_REQUEST};
 use crate::domain::{Interval, Symbol, TimeRange, time};
 use crate::format::Format;
-use crate::reader::BarsQuery;
+use crate::reader::{BarsQuery, Body as ReadBody};
 
 /// Query of `GET /api/v1/bars`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BarsParams {
+    /// Comma-separated symbols (DESIGN §1 pattern each), at most 10,000.
+    #[param(
+        required = true,
+        pattern = r"^[A-Za-z0-9^][A-Za-z0-9.=^_-]{0,31}(,[A-Za-z0-9^][A-Za-z0-9.=^_-]{0,31})*$",
+        example = "AAPL,MSFT"
+    )]
     pub symbols: Option<String>,
+    /// `1m 2m 5m 15m 30m 1h 1d 1wk 1mo`.
+    #[param(
+        required = true,
+        pattern = r"^(1m|2m|5m|15m|30m|1h|1d|1wk|1mo)$",
+        example = "1d"
+    )]
     pub interval: Option<String>,
+    /// Inclusive start: `YYYY-MM-DD` or RFC 3339. From the first bar when absent.
+    #[param(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$",
+        example = "2024-01-01"
+    )]
     pub start: Option<String>,
+    /// Exclusive end: `YYYY-MM-DD` or RFC 3339. To the last bar when absent.
+    #[param(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$",
+        example = "2025-01-01"
+    )]
     pub end: Option<String>,
+    /// `json` (default; columnar per symbol), `csv`, `arrow` (IPC stream) or `parquet`.
+    #[param(pattern = "^(json|csv|arrow|parquet)$", example = "arrow")]
     pub format: Option<String>,
+    /// Scale OHLC by `adj_close / close` (bars without `adj_close` are unchanged).
+    #[param(pattern = "^(true|false|1|0)$", example = "false")]
     pub adjusted: Option<String>,
+}
+
+/// `format=json`: columns per symbol.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BarsJson {
+    pub interval: String,
+    pub series: BTreeMap<String, SeriesColumns>,
+}
+
+/// One symbol's bars as columns of equal length, in time order.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SeriesColumns {
+    /// Bar timestamps, RFC 3339 UTC (`2024-01-02T00:00:00Z`).
+    pub ts: Vec<String>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub volume: Vec<f64>,
 }
 
 /// Parses a comma-separated symbol list: each checked, duplicates removed, order kept.
@@ -94,16 +143,39 @@ impl BarsParams {
     }
 }
 
+/// The batch read for backtests.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bars",
+    tag = "read",
+    params(BarsParams),
+    responses(
+        (status = 200, description = "Bars of every symbol, streamed. `csv`, `arrow` and `parquet` \
+            are long format `symbol,ts,open,high,low,close,volume`.",
+            content(
+                (BarsJson = "application/json"),
+                (String = "text/csv"),
+                ("application/vnd.apache.arrow.stream"),
+                ("application/vnd.apache.parquet"),
+            )),
+        (status = 400, description = "Bad parameter or more bars than `reader.max_bars_per_request`", body = ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 503, description = "The primary store cannot be reached", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn bars(
     State(state): State<AppState>,
     params: Result<Query<BarsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
     let q = params.into_query()?;
-    let reader = &state.services().reader;
-    reader.check(&q).await?;
     let format: Format = q.format;
-    let body = Body::from_stream(reader.stream(q));
+    let body = match state.services().reader.read(q).await? {
+        ReadBody::Full(bytes) => Body::from(bytes),
+        ReadBody::Stream(stream) => Body::from_stream(stream),
+    };
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

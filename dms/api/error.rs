@@ -54,7 +54,12 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");
         }
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = super::openapi::ErrorBody {
+            error: super::openapi::ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
         let mut resp = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(
@@ -106,6 +111,12 @@ impl From<crate::ingest::WriteError> for ApiError {
 /// Axum's own rejections (bad query strings, bad JSON) in our error shape.
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::InvalidArgument(e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> ApiError {
         ApiError::InvalidArgument(e.body_text())
     }
 }

@@ -13,6 +13,16 @@ use crate::telemetry::metrics;
 /// How long `/health` reuses the series and bar counts it computed.
 const COUNTS_TTL: Duration = Duration::from_secs(30);
 
+/// Liveness and the state of the primary, backups and sources; open without a token.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "ops",
+    responses(
+        (status = 200, description = "`status` is `ok` or `degraded`", content_type = "application/json", body = Object),
+        (status = 503, description = "The primary store cannot be reached", content_type = "application/json", body = Object),
+    ),
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let services = state.services();
     let primary = services.primary.ping().await;
@@ -73,6 +83,18 @@ impl AppState {
     }
 }
 
+/// Prometheus text exposition (metric names: DESIGN §7).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "A read token is configured and none was sent", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn prometheus() -> Response {
     (
         [(

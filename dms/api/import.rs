@@ -10,7 +10,7 @@ use crate::domain::{Interval, Symbol};
 
 /// Body of `POST /api/v1/import` (an extension of DESIGN §4 that `dms import` uses when a
 /// server is running, so the server's cache sees the writes): a path on the server's machine.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
     pub path: String,
@@ -19,6 +19,21 @@ pub struct ImportBody {
     pub symbol: Option<String>,
 }
 
+/// Imports a CSV/Parquet file or directory on the server's machine (admin token).
+#[utoipa::path(
+    post,
+    path = "/api/v1/import",
+    tag = "write",
+    request_body = ImportBody,
+    responses(
+        (status = 200, description = "Per-file report", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad or oversized body (`server.max_body_bytes`), or an unreadable file", body = super::openapi::ErrorBody),
+        (status = 401, description = "A token is configured and none was sent", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::openapi::ErrorBody),
+        (status = 503, description = "The primary store cannot be reached", body = super::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn import(
     State(state): State<AppState>,
     body: Result<Json<ImportBody>, axum::extract::rejection::JsonRejection>,

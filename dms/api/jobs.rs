@@ -1,12 +1,13 @@
 //! `/api/v1/jobs`: submit, list, inspect, read the log of and cancel jobs.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::maintain::jobs::{JobError, JobSpec, Task};
 use crate::store::meta::JobRecord;
@@ -41,6 +42,20 @@ fn render(j: &JobRecord) -> serde_json::Value {
     })
 }
 
+/// Queues a job (today: `backfill`) and starts it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "write",
+    request_body = JobSpec,
+    responses(
+        (status = 202, description = "Queued: `{\"id\": N}`", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad request or a task not available", body = ErrorBody),
+        (status = 401, description = "A token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     body: Result<Json<JobSpec>, JsonRejection>,
@@ -51,14 +66,35 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only jobs with this status.
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
+    /// Page number, from 1 (default 1).
+    #[param(minimum = 1)]
     page: Option<u64>,
+    /// Jobs per page, 1 to 1000 (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     page_size: Option<u64>,
 }
 
+/// Jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "ops",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListParams>, QueryRejection>,
@@ -92,10 +128,26 @@ pub async fn list(
     .into_response())
 }
 
+/// One job: status, progress, counters, errors, times.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "ops",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "A token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let job = state
         .services()
         .meta
@@ -105,7 +157,26 @@ pub async fn show(
     Ok(Json(render(&job)).into_response())
 }
 
-pub async fn log(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Response, ApiError> {
+/// A job's log lines.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/log",
+    tag = "ops",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The log lines", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "A token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn log(
+    State(state): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     state
         .services()
         .meta
@@ -120,10 +191,27 @@ pub async fn log(State(state): State<AppState>, Path(id): Path<u64>) -> Result<R
     Ok(Json(serde_json::json!({ "id": id, "lines": lines })).into_response())
 }
 
+/// Asks a running job to stop; it is recorded `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "write",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancelling", content_type = "application/json", body = Object),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "A token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     state.services().jobs.cancel(id).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -4,11 +4,16 @@
 //! and answers 4xx in the shape of [`error::ApiError`]), call into [`crate::app::Services`],
 //! and render JSON or a streamed body.
 
+pub mod actions;
 pub mod bars;
+pub mod cache;
 pub mod error;
 pub mod health;
 pub mod import;
 pub mod jobs;
+pub mod openapi;
+pub mod quality;
+pub mod series;
 pub mod sources;
 
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,10 @@ pub use error::ApiError;
 
 /// Most symbols one request may name.
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
+
+/// Longest query string accepted (about 4,000 tickers). Request lines over 64 KiB are refused
+/// by hyper itself, with a bare 414, before this check runs.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -68,7 +77,12 @@ pub fn router(services: Services) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(health::prometheus))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/bars", get(bars::bars))
+        .route("/api/v1/series", get(series::series))
+        .route("/api/v1/quality", get(quality::quality))
+        .route("/api/v1/actions", get(actions::actions))
+        .route("/api/v1/cache", get(cache::cache))
         .route("/api/v1/import", post(import::import))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/api/v1/jobs/{id}", get(jobs::show))
@@ -78,9 +92,22 @@ pub fn router(services: Services) -> Router {
         .route("/api/v1/sources/{name}/ping", post(sources::ping))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(limit_query))
         .layer(middleware::from_fn(http_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Refuses over-long query strings before any handler parses them.
+async fn limit_query(req: Request, next: Next) -> Response {
+    match req.uri().query() {
+        Some(q) if q.len() > MAX_QUERY_BYTES => ApiError::InvalidArgument(format!(
+            "query string of {} bytes is longer than the limit of {MAX_QUERY_BYTES}",
+            q.len()
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -22,9 +22,10 @@ use crate::telemetry::{labels, metrics};
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// A job request, as `POST /api/v1/jobs` takes it (DESIGN §4), plus `source` for backfills.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    /// `update`, `backfill`, `full`, `repair`, `verify` or `sync` (this version runs `backfill`).
     pub task: String,
     #[serde(default)]
     pub symbols: Vec<String>,

@@ -1,11 +1,13 @@
 //! Integration tests: one binary, real components (a real `influxd`, a local mock Yahoo, a
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
+mod api_read;
 mod cli;
 mod futu;
 mod helpers;
 mod influx;
 mod jobs;
+mod read_cache;
 mod server;
 mod store_suite;
 mod yahoo;

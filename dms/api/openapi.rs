@@ -1,0 +1,92 @@
+//! `GET /openapi.json`: the OpenAPI document, generated from the handlers' own annotations
+//! (`utoipa`), so it cannot drift from the code. A new route is documented by annotating its
+//! handler with `#[utoipa::path]` and listing it in [`ApiDoc`]; `tests/it/api_read.rs` checks
+//! that every route the router serves is in the document.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Every error: `{"error": {"code": ..., "message": ...}}` (DESIGN §4).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `not_found`, `unauthorized`, `forbidden`, `conflict`, `unavailable`
+    /// or `internal`.
+    #[schema(
+        pattern = "^(invalid_argument|not_found|unauthorized|forbidden|conflict|unavailable|internal)$"
+    )]
+    pub code: String,
+    /// What was wrong, naming the cause.
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "DMS",
+        description = "Market-data maintenance service: OHLCV bars for backtests. \
+            Reads need `Authorization: Bearer <read or admin token>` when a read token is \
+            configured; mutating endpoints need the admin token when one is configured.",
+    ),
+    paths(
+        super::health::health,
+        super::health::prometheus,
+        super::bars::bars,
+        super::series::series,
+        super::quality::quality,
+        super::actions::actions,
+        super::cache::cache,
+        super::import::import,
+        super::jobs::submit,
+        super::jobs::list,
+        super::jobs::show,
+        super::jobs::log,
+        super::jobs::cancel,
+        super::sources::list,
+        super::sources::ping,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&Bearer),
+    tags(
+        (name = "read", description = "Bars and what is known about them"),
+        (name = "ops", description = "Health, metrics, cache, this document"),
+        (name = "write", description = "Changing data (admin token)"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    responses(
+        (status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object),
+        (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "The token is not accepted", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
