@@ -16,7 +16,6 @@
 //!    target ≥ 5,000 req/s, p99 ≤ 50 ms, 0 errors; and a mixed workload over 100 symbols × 10
 //!    years of daily bars (`benches/wrk/mixed.lua`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +24,8 @@ use dms::app::Services;
 use dms::config::Config;
 use dms::domain::{Bar, Interval, SeriesKey, SourceKind, Symbol, TimeRange};
 use dms::ingest::Writer;
-use dms::reader::Reader;
 use dms::store::Store;
 use dms::store::embedded::EmbeddedStore;
-use dms::store::meta::MetaDb;
 use dms::validate::{self, Context};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -98,22 +95,9 @@ async fn serve(store: Arc<dyn Store>, dir: &Path, cache_bytes: u64) -> Server {
         dir.join("logs")
     );
     let config = Config::from_yaml(&yaml, std::iter::empty()).expect("config");
-    let meta = MetaDb::open(&dir.join("meta.db")).expect("meta");
-    let writer = Writer::new(store.clone(), meta.clone());
-    let reader = Reader::new(
-        store.clone(),
-        config.reader.max_bars_per_request,
-        cache_bytes,
-    );
-    writer.add_listener(reader.cache().clone());
-    let services = Services {
-        config: Arc::new(config),
-        primary: store,
-        meta,
-        writer,
-        reader,
-        sources: BTreeMap::new(),
-    };
+    let services = Services::with_primary(config, store)
+        .await
+        .expect("services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();

@@ -54,9 +54,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Opens the stores and metadata database and builds the sources.
+    /// Opens the primary store named by the config, then everything else
+    /// ([`Services::with_primary`]).
     pub async fn open(config: Config) -> Result<Services, StartError> {
-        let config = Arc::new(config);
         let storage = &config.storage;
         std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
             StartError::Other(format!("cannot create {}: {e}", storage.data_dir.display()))
@@ -65,6 +65,21 @@ impl Services {
             StoreConfig::Embedded => Arc::new(EmbeddedStore::open(&storage.bars_path())?),
             StoreConfig::Influxdb(cfg) => Arc::new(InfluxStore::connect(cfg).await?),
         };
+        Services::with_primary(config, primary).await
+    }
+
+    /// Builds the services around an already open primary: the metadata database (recovering
+    /// change-log entries a crash left pending), the write path, the cached reader and the
+    /// sources. Benchmarks use it to put any store behind the real API.
+    pub async fn with_primary(
+        config: Config,
+        primary: Arc<dyn Store>,
+    ) -> Result<Services, StartError> {
+        let config = Arc::new(config);
+        let storage = &config.storage;
+        std::fs::create_dir_all(&storage.data_dir).map_err(|e| {
+            StartError::Other(format!("cannot create {}: {e}", storage.data_dir.display()))
+        })?;
         let meta = MetaDb::open(&storage.meta_path())?;
         let recovered = meta.recover_pending().await?;
         if recovered > 0 {

@@ -66,10 +66,10 @@ fn rows_from_batches(batches: &[RecordBatch]) -> Vec<Row> {
             }
         };
         let (o, h, l, c, v) = (col(2), col(3), col(4), col(5), col(6));
-        for i in 0..b.num_rows() {
+        for (i, &t) in ts.iter().enumerate().take(b.num_rows()) {
             out.push((
                 sym.value(i).to_string(),
-                ts[i],
+                t,
                 o.value(i),
                 h.value(i),
                 l.value(i),

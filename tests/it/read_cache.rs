@@ -225,7 +225,10 @@ async fn a_load_that_read_before_a_write_does_not_cache_the_old_bars() {
     // Prime the extents so the read below goes straight to the chunk.
     r.reader
         .cache()
-        .extents(&(r.store.clone() as Arc<dyn Store>), &[k.clone()])
+        .extents(
+            &(r.store.clone() as Arc<dyn Store>),
+            std::slice::from_ref(&k),
+        )
         .await
         .unwrap();
     let reader = r.reader.clone();
