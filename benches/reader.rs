@@ -3,10 +3,11 @@
 //!
 //! Every figure is measured through the real HTTP API (`dms::api::router` on a loopback port,
 //! in this process) against a store given as an `Arc<dyn Store>`, so the same harness runs
-//! against any primary: [`targets`] lists them. Today that is the embedded store, compared with
-//! a raw `Store::read` of the same bars. The InfluxDB primary plugs in there with its raw
-//! baseline, the InfluxQL CSV query of DESIGN §6 (`SELECT ... FROM bars WHERE symbol=... AND
-//! interval=...` with `Accept: application/csv`).
+//! against any primary: [`targets`] lists them. The embedded store is compared with a raw
+//! `Store::read` of the same bars; the InfluxDB primary (a real `influxd` started by the bench)
+//! with the raw InfluxQL CSV query of DESIGN §6 (`SELECT ... FROM bars WHERE symbol=... AND
+//! interval=...` with `Accept: application/csv`, the whole body read). `READER_BENCH_TARGETS`
+//! picks them (default `embedded,influxdb`).
 //!
 //! 1. cold read of 100k 1-minute bars through the API (cache emptied before each run) vs the
 //!    raw baseline — target ≥ 1.0× (baseline time / API time);
@@ -15,6 +16,9 @@
 //! 4. wrk, 2 threads, 64 connections, 10 s: a cached 1-year daily request for one symbol —
 //!    target ≥ 5,000 req/s, p99 ≤ 50 ms, 0 errors; and a mixed workload over 100 symbols × 10
 //!    years of daily bars (`benches/wrk/mixed.lua`).
+
+#[path = "../tests/it/helpers/influxd.rs"]
+mod influxd;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,17 +42,69 @@ const T0: i64 = 1_420_070_400;
 type Raw = Arc<dyn Fn(SeriesKey) -> BoxFuture<'static, usize> + Send + Sync>;
 
 /// The primaries to measure, each with its raw baseline.
-fn targets(dir: &Path) -> Vec<(&'static str, Arc<dyn Store>, Raw, &'static str)> {
-    let embedded: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.join("bars.db")).expect("embedded store"));
-    let s = embedded.clone();
-    let raw: Raw = Arc::new(move |k: SeriesKey| {
-        let s = s.clone();
-        Box::pin(async move { s.read(&k, TimeRange::ALL).await.expect("raw read").len() })
-    });
-    // InfluxDB: push ("influxdb", Arc::new(InfluxStore::..), raw InfluxQL CSV query, "...")
-    // here once `dms::store::influx` is in the tree.
-    vec![("embedded", embedded, raw, "Store::read of the series")]
+async fn targets(
+    dir: &Path,
+    influxd: Option<&influxd::Influxd>,
+) -> Vec<(&'static str, Arc<dyn Store>, Raw, &'static str)> {
+    let mut out = Vec::new();
+    let wanted =
+        std::env::var("READER_BENCH_TARGETS").unwrap_or_else(|_| "embedded,influxdb".into());
+    if wanted.contains("embedded") {
+        let embedded: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.join("bars.db")).expect("embedded store"));
+        let s = embedded.clone();
+        let raw: Raw = Arc::new(move |k: SeriesKey| {
+            let s = s.clone();
+            Box::pin(async move { s.read(&k, TimeRange::ALL).await.expect("raw read").len() })
+        });
+        out.push(("embedded", embedded, raw, "Store::read of the series"));
+    }
+    if let Some(server) = influxd {
+        let config = server.config("reader_bench");
+        let store: Arc<dyn Store> = Arc::new(
+            dms::store::influx::InfluxStore::connect(&config)
+                .await
+                .expect("influx store"),
+        );
+        let url = format!("{}/query", server.url);
+        let client = reqwest::Client::new();
+        let raw: Raw = Arc::new(move |k: SeriesKey| {
+            let (url, client) = (url.clone(), client.clone());
+            Box::pin(async move {
+                // The same query text the store sends (time bounds included), so the
+                // baseline does exactly the server-side work the store asks for.
+                let q = format!(
+                    "SELECT open, high, low, close, volume, adj_close, source FROM bars WHERE symbol = '{}' AND interval = '{}' AND {}",
+                    k.symbol,
+                    k.interval,
+                    dms::store::influx::influxql::time_condition(TimeRange::ALL)
+                        .unwrap_or_default()
+                );
+                let body = client
+                    .post(&url)
+                    .header("accept", "application/csv")
+                    .query(&[
+                        ("db", "reader_bench"),
+                        ("epoch", "s"),
+                        ("chunked", "true"),
+                        ("q", q.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .expect("raw query")
+                    .bytes()
+                    .await
+                    .expect("raw body");
+                // Rows, less the header.
+                body.iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    .saturating_sub(1)
+            })
+        });
+        out.push(("influxdb", store, raw, "raw InfluxQL CSV query over HTTP"));
+    }
+    out
 }
 
 fn bars(start: i64, n: usize, step: i64, seed: f64) -> Vec<Bar> {
@@ -147,7 +203,12 @@ fn main() {
 async fn run() {
     let client = reqwest::Client::new();
     let tmp = tempfile::tempdir().unwrap();
-    for (name, store, raw, raw_what) in targets(tmp.path()) {
+    let wanted =
+        std::env::var("READER_BENCH_TARGETS").unwrap_or_else(|_| "embedded,influxdb".into());
+    let influxd = wanted
+        .contains("influxdb")
+        .then(|| influxd::Influxd::start(influxd::Options::default()));
+    for (name, store, raw, raw_what) in targets(tmp.path(), influxd.as_ref()).await {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let server = serve(store, &dir, 1 << 30).await;
