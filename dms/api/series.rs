@@ -1,8 +1,7 @@
 //! `GET /api/v1/series`: every stored series with its extent and count, and the cache figures.
 //!
 //! `gaps` and `stale` need the trading calendars (a later maintenance issue) and are `null`
-//! until they land; `last_update` needs a per-series view of the change log and is `null`
-//! for now too.
+//! until they land; `last_update` is the time of the series' last committed change-log entry.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -81,6 +80,7 @@ pub async fn series(
         .transpose()?;
     let services = state.services();
     let listed = services.primary.list_series().await?;
+    let updates = services.meta.last_updates().await?;
     let series = listed
         .into_iter()
         .filter(|s| interval.is_none_or(|i| s.series.interval == i))
@@ -96,7 +96,7 @@ pub async fn series(
             last: time::rfc3339(s.last),
             count: s.count,
             gaps: None,
-            last_update: None,
+            last_update: updates.get(&s.series).map(|t| time::rfc3339(*t)),
             stale: None,
         })
         .collect();

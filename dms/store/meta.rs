@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Interval, SeriesKey, Symbol, TimeRange, time};
 use crate::validate::Rejection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE universe (
     symbol      TEXT PRIMARY KEY,
     entry       TEXT NOT NULL,            -- JSON of UniverseEntry
@@ -83,7 +84,12 @@ CREATE TABLE empty_sessions (
     recorded_at  INTEGER NOT NULL,
     PRIMARY KEY (symbol, interval, session)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Per-series questions of the change log (last update, changes of one series).
+CREATE INDEX change_log_by_series ON change_log (symbol, interval, seq);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -317,6 +323,31 @@ impl MetaDb {
                     count: r.get::<_, i64>(5)? as u64,
                     created_at: r.get(7)?,
                 });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// When each series was last written (committed changes), epoch seconds.
+    pub async fn last_updates(
+        &self,
+    ) -> Result<std::collections::HashMap<SeriesKey, i64>, MetaError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT symbol, interval, max(created_at) FROM change_log
+                 WHERE state = 'committed' GROUP BY symbol, interval",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = std::collections::HashMap::new();
+            while let Some(r) = rows.next()? {
+                let Ok(interval) = r.get_ref(1)?.as_str()?.parse() else {
+                    continue;
+                };
+                out.insert(
+                    SeriesKey::new(Symbol::opaque(r.get_ref(0)?.as_str()?), interval),
+                    r.get(2)?,
+                );
             }
             Ok(out)
         })
@@ -754,6 +785,9 @@ mod tests {
         assert_eq!(db.recover_pending().await.unwrap(), 1);
         assert_eq!(db.changes_since(b, 10).await.unwrap()[0].seq, d);
         assert_eq!(db.last_seq().await.unwrap(), d);
+        let updates = db.last_updates().await.unwrap();
+        assert_eq!(updates.len(), 1);
+        assert!(updates[&key()] > 1_700_000_000);
     }
 
     #[tokio::test]

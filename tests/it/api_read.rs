@@ -325,6 +325,12 @@ async fn series_quality_and_actions_answer() {
     assert_eq!(aapl["first"], "2024-01-02T00:00:00Z");
     assert_eq!(aapl["count"], 400);
     assert!(aapl["gaps"].is_null() && aapl["stale"].is_null());
+    // Written just now, through the change log.
+    let updated = dms::domain::time::parse_instant(aapl["last_update"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - updated).abs() < 300,
+        "{aapl}"
+    );
     assert!(v["cache"]["max_bytes"].as_u64().unwrap() > 0);
     let v: serde_json::Value = app
         .get("/api/v1/series?symbols=BRK.B&interval=1d")
