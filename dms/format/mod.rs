@@ -174,6 +174,23 @@ pub trait Encoder: Send {
     fn series(&mut self, symbol: &str, part: &Columns, out: &mut Output)
     -> Result<(), EncodeError>;
     fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError>;
+
+    /// The bytes that stand for a whole chunk of `symbol` wherever it appears in a response of
+    /// this format (CSV: its rows; Arrow: one IPC record-batch message), so the reader can
+    /// cache them and append them verbatim after [`Encoder::flush_pending`]. `None`: the
+    /// format has no such bytes (JSON columns span a symbol; Parquet pages span row groups).
+    fn chunk_bytes(
+        &mut self,
+        _symbol: &str,
+        _part: &Columns,
+    ) -> Option<Result<Bytes, EncodeError>> {
+        None
+    }
+
+    /// Writes what the encoder holds back, before chunk bytes are appended.
+    fn flush_pending(&mut self, _out: &mut Output) -> Result<(), EncodeError> {
+        Ok(())
+    }
 }
 
 /// Builds the encoder for a request.
@@ -328,6 +345,14 @@ struct CsvEncoder {
 }
 
 impl Encoder for CsvEncoder {
+    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
+        let mut own = Output::buffered();
+        Some(
+            self.series(symbol, part, &mut own)
+                .map(|()| Bytes::from(own.buf)),
+        )
+    }
+
     fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
         out.buf
             .extend_from_slice(b"symbol,ts,open,high,low,close,volume\n");
@@ -562,6 +587,35 @@ impl ArrowEncoder {
 }
 
 impl Encoder for ArrowEncoder {
+    /// One record-batch message of exactly this chunk, as the stream writer would write it.
+    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
+        let encode = || -> Result<Bytes, EncodeError> {
+            let batch = self.batcher.batch(&[(symbol, part)])?;
+            let options = arrow_ipc::writer::IpcWriteOptions::default();
+            let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
+            let mut context = arrow_ipc::writer::IpcWriteContext::default();
+            let (dictionaries, message) = arrow_ipc::writer::IpcDataGenerator::default()
+                .encode(&batch, &mut tracker, &options, &mut context)
+                .map_err(|e| failed("arrow", e))?;
+            debug_assert!(
+                dictionaries.is_empty(),
+                "the long schema has no dictionaries"
+            );
+            let mut buf = Vec::with_capacity(part.len() * 60 + 512);
+            arrow_ipc::writer::write_message(&mut buf, message, &options)
+                .map_err(|e| failed("arrow", e))?;
+            Ok(Bytes::from(buf))
+        };
+        Some(encode())
+    }
+
+    fn flush_pending(&mut self, out: &mut Output) -> Result<(), EncodeError> {
+        if let Some(batch) = self.batcher.take()? {
+            self.write(&batch, out)?;
+        }
+        Ok(())
+    }
+
     fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
         let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &long_schema())
             .map_err(|e| failed("arrow", e))?;

@@ -119,7 +119,7 @@ struct Extents {
 
 struct State {
     lru: LruCache<ChunkKey, Columns>,
-    /// Encoded text of whole chunks (CSV rows), by chunk and [`TextKind`]: derived from the
+    /// Encoded bytes of whole chunks (CSV rows, Arrow IPC messages), by chunk and [`TextKind`]: derived from the
     /// cached columns, dropped with them on a write, evicted before them.
     text: LruCache<(ChunkKey, TextKind), Bytes>,
     /// Columns and text together.
@@ -146,10 +146,18 @@ pub struct ChunkCache {
 pub enum TextKind {
     Csv,
     CsvAdjusted,
+    /// An Arrow IPC record-batch message of the chunk.
+    Arrow,
+    ArrowAdjusted,
 }
 
 impl TextKind {
-    const ALL: [TextKind; 2] = [TextKind::Csv, TextKind::CsvAdjusted];
+    const ALL: [TextKind; 4] = [
+        TextKind::Csv,
+        TextKind::CsvAdjusted,
+        TextKind::Arrow,
+        TextKind::ArrowAdjusted,
+    ];
 }
 
 /// Touches spanning more chunks than this scan the cache instead of enumerating chunk starts.

@@ -412,9 +412,10 @@ impl Resolved {
 }
 
 /// Runs the encoder of `q` over parts in order: the one sequence of calls both the cached and
-/// the streamed path make, which is why they give the same bytes. CSV rows of a whole chunk
-/// are the same in every response, so they are cached as text and reused (the CSV encoder
-/// keeps no state between parts, so the bytes are identical).
+/// the streamed path make, which is why they give the same bytes. A whole chunk has the same
+/// bytes in every response of a format that has chunk bytes (CSV rows, an Arrow record-batch
+/// message), so those bytes are cached and reused; they take the same path with or without a
+/// cache, so the output never depends on what happened to be cached.
 fn encode(
     q: &BarsQuery,
     parts: impl Iterator<Item = Result<Resolved, ReadError>>,
@@ -426,24 +427,29 @@ fn encode(
     let kind = match (q.format, q.adjusted) {
         (Format::Csv, false) => Some(TextKind::Csv),
         (Format::Csv, true) => Some(TextKind::CsvAdjusted),
+        (Format::Arrow, false) => Some(TextKind::Arrow),
+        (Format::Arrow, true) => Some(TextKind::ArrowAdjusted),
         _ => None,
     };
     for part in parts {
         let part = part?;
         let symbol = q.symbols[part.symbol].as_str();
-        match (kind, &part.whole, cache) {
-            (Some(kind), Some(key), Some(cache)) => {
-                let text = match cache.text(key, kind) {
-                    Some(text) => text,
+        match (kind, &part.whole) {
+            (Some(kind), Some(key)) if !part.cols.is_empty() => {
+                let bytes = match cache.and_then(|c| c.text(key, kind)) {
+                    Some(bytes) => bytes,
                     None => {
-                        let mut own = Output::buffered();
-                        enc.series(symbol, &part.cols, &mut own)?;
-                        let text = Bytes::from(own.buf);
-                        cache.put_text(key, &part.cols, kind, text.clone());
-                        text
+                        let bytes = enc
+                            .chunk_bytes(symbol, &part.cols)
+                            .expect("csv and arrow have chunk bytes")?;
+                        if let Some(cache) = cache {
+                            cache.put_text(key, &part.cols, kind, bytes.clone());
+                        }
+                        bytes
                     }
                 };
-                out.push_bytes(text)?;
+                enc.flush_pending(out)?;
+                out.push_bytes(bytes)?;
             }
             _ => enc.series(symbol, &part.cols, out)?,
         }

@@ -96,6 +96,7 @@ async fn get_bytes(app: &TestApp, q: &str) -> (u16, String, Vec<u8>) {
 async fn every_format_round_trips_the_same_values() {
     let app = spawn_app().await;
     let want = seed(&app).await;
+    let mut arrow_bodies = Vec::new();
     for _pass in 0..2 {
         // Twice: cold, then from the cache.
         let base = format!("symbols={SYMBOLS}&interval=1d");
@@ -105,6 +106,7 @@ async fn every_format_round_trips_the_same_values() {
             (s, ct.as_str()),
             (200, "application/vnd.apache.arrow.stream")
         );
+        arrow_bodies.push(body.clone());
         let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(body), None).unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(rows_from_batches(&batches), want);
@@ -167,6 +169,8 @@ async fn every_format_round_trips_the_same_values() {
         }
         assert_eq!(got, want);
     }
+    // Cached chunk bytes (Arrow record-batch messages) give the very bytes of the cold read.
+    assert_eq!(arrow_bodies[0], arrow_bodies[1]);
     let stats: serde_json::Value = app.get("/api/v1/cache").await.json().await.unwrap();
     assert!(stats["hits"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["bytes"].as_u64().unwrap() > 0, "{stats}");
