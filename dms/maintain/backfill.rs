@@ -223,7 +223,6 @@ async fn backfill_series(
         futu_code,
         now,
     };
-    let vctx = Context::new(now, market);
     let mut pages = source.fetch(req);
     loop {
         if ctx.is_cancelled() {
@@ -250,6 +249,9 @@ async fn backfill_series(
         c.dropped.out_of_range += d.out_of_range;
         c.dropped.forming += d.forming;
         let t = Instant::now();
+        // Validated against the clock of now, not of the job's start: a long backfill must not
+        // call a bar that completed meanwhile "in the future".
+        let vctx = Context::new(chrono::Utc::now().timestamp(), market);
         let validated = validate::validate(&series, page.bars, &vctx);
         c.validate_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
