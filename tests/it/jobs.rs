@@ -301,3 +301,78 @@ fn dms_backfill_runs_in_process_and_prints_a_summary() {
     let o = dms.run(&["backfill", "--symbols", "MSFT", "--interval", "1d"]);
     assert_eq!(o.status.code(), Some(2), "missing --start is bad usage");
 }
+
+#[tokio::test]
+async fn a_yahoo_that_keeps_refusing_is_paused_and_the_pause_is_reported() {
+    use crate::helpers::mock_yahoo::{Fault, MockYahoo};
+    let mock = MockYahoo::start().await;
+    mock.serve_fixture("AAPL", "1d", "AAPL_1d_2020-08-31_2020-11-07_split_div.json");
+    mock.fail_always("AAPL", Fault::TooManyRequests { retry_after: None });
+    let app = spawn_app_with(
+        &format!(
+            "sources: {{ yahoo: {{ base_url: \"{}\", max_retries: 1, pause_after_refusals: 2, pause_s: 600 }} }}\n",
+            mock.base_url()
+        ),
+        &[],
+    )
+    .await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .json(
+            &serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d",
+            "start": "2020-08-31", "end": "2020-11-07"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let job = wait_job(&app, id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["errors"][0].as_str().unwrap();
+    assert!(error.starts_with("AAPL: yahoo: "), "{error}");
+    // Two refusals, then nothing more reaches Yahoo.
+    assert_eq!(mock.requests_for("AAPL").len(), 2);
+
+    let v: serde_json::Value = app.get("/api/v1/sources").await.json().await.unwrap();
+    let yahoo = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "yahoo")
+        .unwrap()
+        .clone();
+    assert_eq!(yahoo["paused"], true, "{yahoo}");
+    assert!(yahoo["paused_until"].is_string(), "{yahoo}");
+    let health: serde_json::Value = app.get("/health").await.json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("dms_source_paused{source=\"yahoo\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dms_fetch_requests_total{source=\"yahoo\",outcome=\"rate_limited\"}"),
+        "{metrics}"
+    );
+
+    // A second job fails fast with the pause, without sending anything.
+    let r = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .json(&serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d", "start": "2020-08-31", "end": "2020-11-07"}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let job = wait_job(&app, id).await;
+    assert!(
+        job["errors"][0].as_str().unwrap().contains("paused"),
+        "{job}"
+    );
+    assert_eq!(mock.requests_for("AAPL").len(), 2);
+}

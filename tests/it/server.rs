@@ -82,6 +82,15 @@ fn wait_for_line(child: &mut std::process::Child, needle: &str) -> String {
 
 #[test]
 fn serve_shuts_down_cleanly_on_sigterm_and_logs_json() {
+    serve_stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn serve_shuts_down_cleanly_on_sigint() {
+    serve_stops_cleanly_on(libc::SIGINT);
+}
+
+fn serve_stops_cleanly_on(signal: libc::c_int) {
     let dms = DmsCommand::new("");
     let mut guard = dms.serve();
     let child = &mut guard.0;
@@ -92,13 +101,17 @@ fn serve_shuts_down_cleanly_on_sigterm_and_logs_json() {
         .text()
         .unwrap();
     assert!(body.contains("\"status\":\"ok\""), "{body}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "dms did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "dms did not stop on signal {signal}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
