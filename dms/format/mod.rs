@@ -203,14 +203,14 @@ pub fn encoder(format: Format, interval: Interval, adjusted: bool) -> Box<dyn En
             any: false,
         }),
         Format::Csv => Box::new(CsvEncoder { adjusted }),
-        Format::Arrow => Box::new(ArrowEncoder {
-            batcher: Batcher::new(adjusted, false),
-            writer: None,
-        }),
-        Format::Parquet => Box::new(ParquetEncoder {
-            batcher: Batcher::new(adjusted, true),
-            writer: None,
-        }),
+        Format::Arrow => Box::new(
+            BatchEncoder::<arrow_ipc::writer::StreamWriter<Vec<u8>>>::new(Batcher::new(
+                adjusted, false,
+            )),
+        ),
+        Format::Parquet => Box::new(BatchEncoder::<parquet::arrow::ArrowWriter<Vec<u8>>>::new(
+            Batcher::new(adjusted, true),
+        )),
     }
 }
 
@@ -569,134 +569,159 @@ fn concat<T: arrow_buffer::ArrowNativeType>(
     ScalarBuffer::from(v)
 }
 
-struct ArrowEncoder {
-    batcher: Batcher,
-    writer: Option<arrow_ipc::writer::StreamWriter<Vec<u8>>>,
-}
-
-impl ArrowEncoder {
-    fn write(&mut self, batch: &RecordBatch, out: &mut Output) -> Result<(), EncodeError> {
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| failed("arrow", "not started"))?;
-        w.write(batch).map_err(|e| failed("arrow", e))?;
-        out.append(w.get_mut());
-        out.maybe_flush()
+/// Writes record batches as the bytes of one format: the Arrow IPC stream or Parquet.
+trait BatchWriter: Send + Sized {
+    const FORMAT: &'static str;
+    fn start() -> Result<Self, EncodeError>;
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), EncodeError>;
+    fn finish(&mut self) -> Result<(), EncodeError>;
+    /// The bytes written and not yet handed out.
+    fn written(&mut self) -> &mut Vec<u8>;
+    /// Whether a batch has bytes of its own in the output ([`Encoder::chunk_bytes`]).
+    const CHUNK_BYTES: bool = false;
+    fn chunk_bytes(_batch: &RecordBatch) -> Option<Result<Bytes, EncodeError>> {
+        None
     }
 }
 
-impl Encoder for ArrowEncoder {
-    /// One record-batch message of exactly this chunk, as the stream writer would write it.
-    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
+impl BatchWriter for arrow_ipc::writer::StreamWriter<Vec<u8>> {
+    const FORMAT: &'static str = "arrow";
+    const CHUNK_BYTES: bool = true;
+
+    fn start() -> Result<Self, EncodeError> {
+        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &long_schema())
+            .map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), EncodeError> {
+        arrow_ipc::writer::StreamWriter::write(self, batch).map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn finish(&mut self) -> Result<(), EncodeError> {
+        arrow_ipc::writer::StreamWriter::finish(self).map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn written(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+
+    /// One record-batch message of exactly this batch, as the stream writer would write it.
+    fn chunk_bytes(batch: &RecordBatch) -> Option<Result<Bytes, EncodeError>> {
         let encode = || -> Result<Bytes, EncodeError> {
-            let batch = self.batcher.batch(&[(symbol, part)])?;
             let options = arrow_ipc::writer::IpcWriteOptions::default();
             let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
             let mut context = arrow_ipc::writer::IpcWriteContext::default();
             let (dictionaries, message) = arrow_ipc::writer::IpcDataGenerator::default()
-                .encode(&batch, &mut tracker, &options, &mut context)
-                .map_err(|e| failed("arrow", e))?;
+                .encode(batch, &mut tracker, &options, &mut context)
+                .map_err(|e| failed(Self::FORMAT, e))?;
             debug_assert!(
                 dictionaries.is_empty(),
                 "the long schema has no dictionaries"
             );
-            let mut buf = Vec::with_capacity(part.len() * 60 + 512);
+            let mut buf = Vec::with_capacity(batch.num_rows() * 60 + 512);
             arrow_ipc::writer::write_message(&mut buf, message, &options)
-                .map_err(|e| failed("arrow", e))?;
+                .map_err(|e| failed(Self::FORMAT, e))?;
             Ok(Bytes::from(buf))
         };
         Some(encode())
+    }
+}
+
+impl BatchWriter for parquet::arrow::ArrowWriter<Vec<u8>> {
+    const FORMAT: &'static str = "parquet";
+
+    fn start() -> Result<Self, EncodeError> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        parquet::arrow::ArrowWriter::try_new(Vec::new(), parquet_schema(), Some(props))
+            .map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), EncodeError> {
+        parquet::arrow::ArrowWriter::write(self, batch).map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn finish(&mut self) -> Result<(), EncodeError> {
+        parquet::arrow::ArrowWriter::finish(self)
+            .map(|_| ())
+            .map_err(|e| failed(Self::FORMAT, e))
+    }
+
+    fn written(&mut self) -> &mut Vec<u8> {
+        self.inner_mut()
+    }
+}
+
+/// The Arrow and Parquet encoders: parts coalesced into batches by the [`Batcher`], written by
+/// a [`BatchWriter`].
+struct BatchEncoder<W> {
+    batcher: Batcher,
+    writer: Option<W>,
+}
+
+impl<W: BatchWriter> BatchEncoder<W> {
+    fn new(batcher: Batcher) -> BatchEncoder<W> {
+        BatchEncoder {
+            batcher,
+            writer: None,
+        }
+    }
+
+    fn write(&mut self, batch: &RecordBatch, out: &mut Output) -> Result<(), EncodeError> {
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| failed(W::FORMAT, "not started"))?;
+        w.write(batch)?;
+        out.append(w.written());
+        out.maybe_flush()
+    }
+}
+
+impl<W: BatchWriter> Encoder for BatchEncoder<W> {
+    fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
+        let mut w = W::start()?;
+        out.append(w.written());
+        self.writer = Some(w);
+        Ok(())
+    }
+
+    fn series(
+        &mut self,
+        symbol: &str,
+        part: &Columns,
+        out: &mut Output,
+    ) -> Result<(), EncodeError> {
+        for batch in self.batcher.push(symbol, part)? {
+            self.write(&batch, out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError> {
+        self.flush_pending(out)?;
+        if let Some(mut w) = self.writer.take() {
+            w.finish()?;
+            out.append(w.written());
+        }
+        Ok(())
+    }
+
+    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
+        if !W::CHUNK_BYTES {
+            return None;
+        }
+        match self.batcher.batch(&[(symbol, part)]) {
+            Ok(batch) => W::chunk_bytes(&batch),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     fn flush_pending(&mut self, out: &mut Output) -> Result<(), EncodeError> {
         if let Some(batch) = self.batcher.take()? {
             self.write(&batch, out)?;
-        }
-        Ok(())
-    }
-
-    fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &long_schema())
-            .map_err(|e| failed("arrow", e))?;
-        out.append(w.get_mut());
-        self.writer = Some(w);
-        Ok(())
-    }
-
-    fn series(
-        &mut self,
-        symbol: &str,
-        part: &Columns,
-        out: &mut Output,
-    ) -> Result<(), EncodeError> {
-        for batch in self.batcher.push(symbol, part)? {
-            self.write(&batch, out)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        if let Some(batch) = self.batcher.take()? {
-            self.write(&batch, out)?;
-        }
-        if let Some(mut w) = self.writer.take() {
-            w.finish().map_err(|e| failed("arrow", e))?;
-            out.append(w.get_mut());
-        }
-        Ok(())
-    }
-}
-
-struct ParquetEncoder {
-    batcher: Batcher,
-    writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>>,
-}
-
-impl ParquetEncoder {
-    fn write(&mut self, batch: &RecordBatch, out: &mut Output) -> Result<(), EncodeError> {
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| failed("parquet", "not started"))?;
-        w.write(batch).map_err(|e| failed("parquet", e))?;
-        out.append(w.inner_mut());
-        out.maybe_flush()
-    }
-}
-
-impl Encoder for ParquetEncoder {
-    fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(256 * 1024))
-            .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), parquet_schema(), Some(props))
-            .map_err(|e| failed("parquet", e))?;
-        out.append(w.inner_mut());
-        self.writer = Some(w);
-        Ok(())
-    }
-
-    fn series(
-        &mut self,
-        symbol: &str,
-        part: &Columns,
-        out: &mut Output,
-    ) -> Result<(), EncodeError> {
-        for batch in self.batcher.push(symbol, part)? {
-            self.write(&batch, out)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        if let Some(batch) = self.batcher.take()? {
-            self.write(&batch, out)?;
-        }
-        if let Some(mut w) = self.writer.take() {
-            w.finish().map_err(|e| failed("parquet", e))?;
-            out.append(w.inner_mut());
         }
         Ok(())
     }
