@@ -687,33 +687,25 @@ mod tests {
                 reason: "high: \"two\" is not a number".into()
             }
         );
-        let p = write(
-            d.path(),
-            "ragged.csv",
-            "symbol,ts,open,high,low,close,volume\nAAPL,2024-01-02,1,2\n",
-        );
-        assert!(matches!(
-            read_file(&p, Interval::D1, None),
-            Err(FileError::Malformed { line: 2, .. })
-        ));
-        let p = write(
-            d.path(),
-            "sym.csv",
-            "symbol,ts,open,high,low,close,volume\nA B,2024-01-02,1,2,0.5,1.5,10\n",
-        );
-        assert!(matches!(
-            read_file(&p, Interval::D1, None),
-            Err(FileError::Malformed { line: 2, .. })
-        ));
-        let p = write(
-            d.path(),
-            "date.csv",
-            "symbol,ts,open,high,low,close,volume\nAAPL,02/01/2024,1,2,0.5,1.5,10\n",
-        );
-        assert!(matches!(
-            read_file(&p, Interval::D1, None),
-            Err(FileError::Malformed { line: 2, .. })
-        ));
+        // A short row, a bad symbol, a bad date: each names line 2.
+        for (name, row) in [
+            ("ragged.csv", "AAPL,2024-01-02,1,2"),
+            ("sym.csv", "A B,2024-01-02,1,2,0.5,1.5,10"),
+            ("date.csv", "AAPL,02/01/2024,1,2,0.5,1.5,10"),
+        ] {
+            let p = write(
+                d.path(),
+                name,
+                &format!("symbol,ts,open,high,low,close,volume\n{row}\n"),
+            );
+            assert!(
+                matches!(
+                    read_file(&p, Interval::D1, None),
+                    Err(FileError::Malformed { line: 2, .. })
+                ),
+                "{name}"
+            );
+        }
         let p = write(d.path(), "hdr.csv", "a,b\n1,2\n");
         assert!(matches!(
             read_file(&p, Interval::D1, None),

@@ -26,6 +26,22 @@ async fn wait_job(app: &TestApp, id: u64) -> serde_json::Value {
     }
 }
 
+/// Submits a job (it must be accepted) and waits for it to finish: `(id, job)`.
+async fn run_job(app: &TestApp, body: &serde_json::Value) -> (u64, serde_json::Value) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{body}");
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    (id, wait_job(app, id).await)
+}
+
 fn daily(date: &str, close: f64) -> FakeKLine {
     FakeKLine::new(
         &format!("{date} 00:00:00"),
@@ -57,21 +73,12 @@ async fn a_backfill_job_fetches_from_futu_and_the_bars_are_served() {
         &[],
     )
     .await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .json(
-            &serde_json::json!({"task": "backfill", "symbols": ["0700.HK"], "interval": "1d",
+    let (id, job) = run_job(
+        &app,
+        &serde_json::json!({"task": "backfill", "symbols": ["0700.HK"], "interval": "1d",
             "start": "2024-01-01", "end": "2024-01-10", "source": "futu"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    let job = wait_job(&app, id).await;
+    )
+    .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["progress"], serde_json::json!({"done": 1, "total": 1}));
     assert_eq!(job["counters"]["bars_fetched"], 3);
@@ -140,18 +147,12 @@ async fn a_failing_series_fails_the_job_with_the_cause_and_the_others_still_land
         &[],
     )
     .await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .json(&serde_json::json!({"task": "backfill", "symbols": ["0700.HK", "BTC-USD"], "interval": "1d",
-            "start": "2024-01-01", "source": "futu"}))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    let job = wait_job(&app, id).await;
+    let (_, job) = run_job(
+        &app,
+        &serde_json::json!({"task": "backfill", "symbols": ["0700.HK", "BTC-USD"], "interval": "1d",
+            "start": "2024-01-01", "source": "futu"}),
+    )
+    .await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["counters"]["series_failed"], 1);
     assert_eq!(job["counters"]["bars_written"], 1);
@@ -316,20 +317,12 @@ async fn a_yahoo_that_keeps_refusing_is_paused_and_the_pause_is_reported() {
         &[],
     )
     .await;
-    let r = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .json(
-            &serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d",
+    let (_, job) = run_job(
+        &app,
+        &serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d",
             "start": "2020-08-31", "end": "2020-11-07"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    let job = wait_job(&app, id).await;
+    )
+    .await;
     assert_eq!(job["status"], "failed", "{job}");
     let error = job["errors"][0].as_str().unwrap();
     assert!(error.starts_with("AAPL: yahoo: "), "{error}");
@@ -357,17 +350,7 @@ async fn a_yahoo_that_keeps_refusing_is_paused_and_the_pause_is_reported() {
     );
 
     // A second job fails fast with the pause, without sending anything.
-    let r = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .json(&serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d", "start": "2020-08-31", "end": "2020-11-07"}))
-        .send()
-        .await
-        .unwrap();
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    let job = wait_job(&app, id).await;
+    let (_, job) = run_job(&app, &serde_json::json!({"task": "backfill", "symbols": ["AAPL"], "interval": "1d", "start": "2020-08-31", "end": "2020-11-07"})).await;
     assert!(
         job["errors"][0].as_str().unwrap().contains("paused"),
         "{job}"
