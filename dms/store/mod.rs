@@ -106,6 +106,30 @@ pub struct StoreHealth {
     pub version: Option<String>,
 }
 
+/// Which optional columns a read needs; `ts`, open, high, low, close and volume are always
+/// read. A backtest needs OHLCV only, so the default read path asks for no more: on InfluxDB
+/// every extra field is another column the server must merge and send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Fields {
+    /// Read `adj_close` (needed by adjusted reads); absent → every bar has `adj_close: None`.
+    pub adj_close: bool,
+    /// Read `source`; absent → every bar has `source: SourceKind::Unknown`.
+    pub source: bool,
+}
+
+impl Fields {
+    /// ts + OHLCV.
+    pub const OHLCV: Fields = Fields {
+        adj_close: false,
+        source: false,
+    };
+    /// Every stored field (replication, verify, store-to-store copies).
+    pub const ALL: Fields = Fields {
+        adj_close: true,
+        source: true,
+    };
+}
+
 /// A bar store. Every method is idempotent and safe to call concurrently.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -122,6 +146,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bars of `series` with `ts` in `range`, sorted by `ts`.
     async fn read(&self, series: &SeriesKey, range: TimeRange) -> Result<Vec<Bar>, StoreError>;
+
+    /// Like [`Store::read`], but a store may skip the optional columns `fields` leaves out
+    /// (the bars then carry `adj_close: None` / `source: Unknown` for them). The default reads
+    /// everything.
+    async fn read_fields(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        fields: Fields,
+    ) -> Result<Vec<Bar>, StoreError> {
+        let _ = fields;
+        self.read(series, range).await
+    }
 
     /// The newest stored bar of each of `series` that has any, in one round trip.
     async fn latest(&self, series: &[SeriesKey]) -> Result<HashMap<SeriesKey, Bar>, StoreError>;
