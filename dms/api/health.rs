@@ -90,8 +90,8 @@ impl AppState {
     tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 401, description = "A read token is configured and none was sent", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token is not accepted", body = super::openapi::ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = super::error::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::error::ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]

@@ -8,24 +8,6 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// Every error: `{"error": {"code": ..., "message": ...}}` (DESIGN §4).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// `invalid_argument`, `not_found`, `unauthorized`, `forbidden`, `conflict`, `unavailable`
-    /// or `internal`.
-    #[schema(
-        pattern = "^(invalid_argument|not_found|unauthorized|forbidden|conflict|unavailable|internal)$"
-    )]
-    pub code: String,
-    /// What was wrong, naming the cause.
-    pub message: String,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -52,7 +34,7 @@ pub struct ErrorDetail {
         super::sources::ping,
         openapi_json,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
     modifiers(&Bearer),
     tags(
         (name = "read", description = "Bars and what is known about them"),
@@ -82,8 +64,8 @@ impl Modify for Bearer {
     tag = "ops",
     responses(
         (status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object),
-        (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
-        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = super::error::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::error::ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
