@@ -18,8 +18,13 @@ pub struct App {
 impl App {
     /// Opens everything and binds `server.bind` (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let bind = config.server.bind;
-        let services = Services::open(config, "serve").await?;
+        App::from_services(Services::open(config, "serve").await?).await
+    }
+
+    /// Binds `server.bind` for services already open (tests put a store of their own behind
+    /// the real API this way).
+    pub async fn from_services(services: Services) -> Result<App, StartError> {
+        let bind = services.config.server.bind;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|source| StartError::Bind { addr: bind, source })?;
