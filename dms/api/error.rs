@@ -129,6 +129,22 @@ impl From<crate::ingest::WriteError> for ApiError {
     }
 }
 
+/// `202 Accepted` with a JSON body: work was queued (`POST /api/v1/jobs`).
+pub fn accepted(body: impl serde::Serialize) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// A `/health` answer: `200` while the primary answers, `503` when it does not (so load
+/// balancers take the instance out), the JSON body either way.
+pub fn health(body: serde_json::Value, primary_reachable: bool) -> Response {
+    let status = if primary_reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 /// Axum's own rejections (bad query strings, bad JSON) in our error shape.
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {

@@ -2,9 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -50,12 +49,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "uptime_s": state.inner.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let status = if reachable {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    super::error::health(body, reachable)
 }
 
 impl AppState {

@@ -24,8 +24,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Secret;
 use crate::services::Services;
@@ -53,47 +55,37 @@ struct Inner {
     started: Instant,
     /// `(when, series, bars)`; a std `Mutex`, never held across an `.await`.
     counts: Mutex<Option<(Instant, u64, u64)>>,
+    /// `/openapi.json`, built with the routes.
+    openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 impl AppState {
     pub fn services(&self) -> &Services {
         &self.inner.services
     }
+
+    pub fn openapi(&self) -> &utoipa::openapi::OpenApi {
+        &self.inner.openapi
+    }
 }
 
 /// Builds the router. Tokens are read from the environment variables the config names, once.
 pub fn router(services: Services) -> Router {
     let server = &services.config.server;
+    let max_body = server.max_body_bytes as usize;
+    let max_upload = usize::try_from(server.max_upload_bytes).unwrap_or(usize::MAX);
+    let (routes, doc) = routes(max_upload).split_for_parts();
     let state = AppState {
         inner: Arc::new(Inner {
             admin_token: server.admin_token(),
             read_token: server.read_token(),
             started: Instant::now(),
             counts: Mutex::new(None),
+            openapi: Arc::new(doc),
             services: services.clone(),
         }),
     };
-    let max_body = services.config.server.max_body_bytes as usize;
-    let max_upload = usize::try_from(services.config.server.max_upload_bytes).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/metrics", get(health::prometheus))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/api/v1/bars", get(bars::bars))
-        .route("/api/v1/series", get(series::series))
-        .route("/api/v1/quality", get(quality::quality))
-        .route("/api/v1/actions", get(actions::actions))
-        .route("/api/v1/cache", get(cache::cache))
-        .route(
-            "/api/v1/import",
-            post(import::import).layer(axum::extract::DefaultBodyLimit::max(max_upload)),
-        )
-        .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
-        .route("/api/v1/jobs/{id}", get(jobs::show))
-        .route("/api/v1/jobs/{id}/log", get(jobs::log))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/sources", get(sources::list))
-        .route("/api/v1/sources/{name}/ping", post(sources::ping))
+    routes
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), guard_host))
@@ -101,6 +93,34 @@ pub fn router(services: Services) -> Router {
         .layer(middleware::from_fn(http_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Every route with its OpenAPI operation, from the handlers' `#[utoipa::path]`: a route is
+/// added only here and only this way, so `/openapi.json` cannot miss one.
+fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, import) = routes!(import::import);
+    let import = import.layer(axum::extract::DefaultBodyLimit::max(max_upload));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::prometheus))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(bars::bars))
+        .routes(routes!(series::series))
+        .routes(routes!(quality::quality))
+        .routes(routes!(actions::actions))
+        .routes(routes!(cache::cache))
+        .routes((schemas, paths, import))
+        .routes(routes!(jobs::list, jobs::submit))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::log))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(sources::list))
+        .routes(routes!(sources::ping))
+}
+
+/// The OpenAPI document of the routes [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(0).into_openapi()
 }
 
 /// Refuses over-long query strings before any handler parses them.

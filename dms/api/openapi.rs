@@ -1,7 +1,8 @@
 //! `GET /openapi.json`: the OpenAPI document, generated from the handlers' own annotations
-//! (`utoipa`), so it cannot drift from the code. A new route is documented by annotating its
-//! handler with `#[utoipa::path]` and listing it in [`ApiDoc`]; `tests/it/api_read.rs` checks
-//! that every route the router serves is in the document.
+//! (`utoipa`) by the router that serves them (`utoipa-axum`, see [`super::router`]): a route
+//! exists only as an annotated handler registered there, so the document cannot miss one.
+//! [`ApiDoc`] holds what is not per route (info, security scheme, tags, shared schemas);
+//! `tests/it/api_read.rs` checks that everything documented is served.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -15,24 +16,6 @@ use utoipa::{Modify, OpenApi};
         description = "Market-data maintenance service: OHLCV bars for backtests. \
             Reads need `Authorization: Bearer <read or admin token>` when a read token is \
             configured; mutating endpoints need the admin token when one is configured.",
-    ),
-    paths(
-        super::health::health,
-        super::health::prometheus,
-        super::bars::bars,
-        super::series::series,
-        super::quality::quality,
-        super::actions::actions,
-        super::cache::cache,
-        super::import::import,
-        super::jobs::submit,
-        super::jobs::list,
-        super::jobs::show,
-        super::jobs::log,
-        super::jobs::cancel,
-        super::sources::list,
-        super::sources::ping,
-        openapi_json,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
     modifiers(&Bearer),
@@ -69,6 +52,8 @@ impl Modify for Bearer {
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn openapi_json() -> Response {
-    Json(ApiDoc::openapi()).into_response()
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+) -> Response {
+    Json(state.openapi()).into_response()
 }

@@ -164,8 +164,16 @@ async fn start_up_recovery_runs_only_in_the_owner_of_the_data_dir() {
     let meta = MetaDb::open(&data.join("meta.db")).unwrap();
     assert!(change_log(&meta).await.is_empty(), "still pending");
     drop(holder);
+    // (A process another test is spawning right now may briefly share the lock's file
+    // description between its fork and exec.)
+    eventually("the lock to be released", || {
+        std::future::ready(!dms::datadir::is_held(&data))
+    })
+    .await;
     // The owner recovers it: the write may or may not have landed, so it is uncertain.
-    let services = dms::services::Services::open(config, "read").await.unwrap();
+    let services = dms::services::Services::open(config, "read")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let log = change_log(&services.meta).await;
     assert_eq!(log.len(), 1);
     assert_eq!((log[0].seq, log[0].uncertain), (pending, true));
