@@ -14,16 +14,19 @@
 //! - [`reader`], [`format`]: the read path and output encoders.
 //! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the wiring between them.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
 pub mod reader;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod telemetry;
