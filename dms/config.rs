@@ -1431,6 +1431,8 @@ alerts:
         assert_eq!(c.alerts[2].to, vec!["ops@example.com".to_string()]);
         let yaml = c.to_redacted_yaml();
         assert!(yaml.contains("PATH: set (redacted)"), "{yaml}");
+        assert!(yaml.contains("backup_lag_changes: 5"), "{yaml}");
+        assert!(yaml.contains("- job_failed"), "{yaml}");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! Publishers know nothing about alerts: they call [`EventBus::publish`] with what they saw
 //! (a job failed, a node is 1200 changes behind) and go on. `publish` never blocks and never
-//! fails: the bus is a `tokio::sync::broadcast` channel, so a subscriber that falls more than
-//! [`CAPACITY`] events behind loses the oldest (it is told how many, and logs it) instead of
-//! slowing anyone down; with no subscriber an event is simply dropped.
+//! fails: it pushes the event onto one unbounded queue per subscriber, so a burst is never
+//! lost (a `broadcast` channel would drop the oldest events of a subscriber that lags, and a
+//! flood of one repeated event could push out the only report of another). Unbounded is safe
+//! because the one subscriber in the service, the alert router, never waits on anything while
+//! it drains its queue. With no subscriber an event is simply dropped.
 //!
 //! Every event concerns a *condition* ([`Event::condition`]): a kind of trouble
 //! ([`EventKind`], the name used in `alerts[].events`) and what it is about (a node, a source,
@@ -17,10 +19,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
-use tokio::sync::broadcast;
-
-/// How many events a slow subscriber may fall behind before it loses the oldest.
-pub const CAPACITY: usize = 1024;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 /// The kinds of trouble an alert channel can subscribe to, by their config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -162,7 +162,7 @@ pub enum Signal {
 }
 
 /// What an alert is about: throttling and recovery are per condition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Condition {
     pub kind: EventKind,
     /// The node, source, market or task concerned; empty for store-wide conditions.
@@ -330,42 +330,43 @@ fn human_secs(s: u64) -> String {
 }
 
 /// The one internal bus. Clone it freely: every clone publishes to the same subscribers.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct EventBus {
-    tx: broadcast::Sender<Event>,
-}
-
-impl Default for EventBus {
-    fn default() -> Self {
-        EventBus::new()
-    }
+    /// A std `Mutex`, held only to push onto the queues (never across an `.await`).
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>,
 }
 
 impl fmt::Debug for EventBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventBus")
-            .field("subscribers", &self.tx.receiver_count())
-            .finish()
+        let n = self.subscribers.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("EventBus").field("subscribers", &n).finish()
     }
 }
 
 impl EventBus {
     pub fn new() -> EventBus {
-        let (tx, _) = broadcast::channel(CAPACITY);
-        EventBus { tx }
+        EventBus::default()
     }
 
     /// Hands `event` to every current subscriber. Never blocks, never fails.
     pub fn publish(&self, event: Event) {
         tracing::debug!(event = event.kind().as_str(), "event published");
-        // An error only means nobody subscribes: nothing to deliver to.
-        let _ = self.tx.send(event);
+        let mut subs = match self.subscribers.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // A send fails only when the subscriber is gone: forget it.
+        subs.retain(|tx| tx.send(event.clone()).is_ok());
     }
 
-    /// Events published from now on. A receiver that lags more than [`CAPACITY`] events gets
-    /// `RecvError::Lagged(n)` once and continues with the oldest event still held.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    /// Every event published from now on, in order. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match self.subscribers.lock() {
+            Ok(mut s) => s.push(tx),
+            Err(poisoned) => poisoned.into_inner().push(tx),
+        }
+        rx
     }
 }
 
@@ -440,25 +441,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publish_never_blocks_and_a_lagging_subscriber_is_told_what_it_lost() {
+    async fn publish_never_blocks_and_a_burst_reaches_every_subscriber_whole() {
         let bus = EventBus::new();
         // No subscriber: dropped, no error.
         bus.publish(Event::GapsClosed);
-        let mut rx = bus.subscribe();
-        for i in 0..(CAPACITY as u64 + 10) {
-            bus.publish(Event::JobSucceeded {
+        let mut a = bus.subscribe();
+        let b = bus.subscribe();
+        let publisher = bus.clone();
+        for i in 0..10_000 {
+            publisher.publish(Event::JobSucceeded {
                 job_id: i,
                 task: "update".into(),
             });
         }
-        assert!(matches!(
-            rx.recv().await,
-            Err(broadcast::error::RecvError::Lagged(10))
-        ));
-        assert!(matches!(
-            rx.recv().await,
-            Ok(Event::JobSucceeded { job_id: 10, .. })
-        ));
+        for i in 0..10_000 {
+            assert!(
+                matches!(a.recv().await, Some(Event::JobSucceeded { job_id, .. }) if job_id == i)
+            );
+        }
+        // A dropped subscriber is forgotten at the next publish.
+        drop(b);
+        bus.publish(Event::GapsClosed);
+        assert_eq!(bus.subscribers.lock().unwrap().len(), 1);
+        assert_eq!(a.recv().await, Some(Event::GapsClosed));
     }
 
     #[test]

@@ -5,4 +5,6 @@ pub mod bars;
 pub mod fake_opend;
 pub mod influxd;
 pub mod mock_yahoo;
+pub mod receiver;
+pub mod smtp_sink;
 pub mod yahoo_synth;
