@@ -15,11 +15,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chrono_tz::Tz;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-
-use chrono_tz::Tz;
 
 use crate::domain::{Interval, Market, Symbol};
 use crate::events::EventKind;
@@ -261,7 +260,7 @@ pub enum TaskKind {
 }
 
 /// One `schedule:` entry (DESIGN §2): a cron expression read on `timezone`'s wall clock and
-/// the task it starts. Decoded field by field (see [`decode_schedule`]), so the cron and the
+/// the task it starts. Decoded field by field (`decode_schedule`), so the cron and the
 /// time zone are already parsed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScheduleEntry {
@@ -349,7 +348,7 @@ impl AlertConfig {
 /// When a measurement becomes an alert (each key of an `alerts:` entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AlertThresholds {
-    /// `backup_lag` raises when a node is more than this many changes behind (default 10000)
+    /// `backup_lag` raises when a node is more than this many changes behind (default 10000),
     pub backup_lag_changes: u64,
     /// ... or its oldest unshipped change is older than this (default 3600 s).
     pub backup_lag_seconds: u64,
