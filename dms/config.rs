@@ -15,11 +15,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chrono_tz::Tz;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::domain::{Interval, Market, Symbol};
+use crate::events::EventKind;
+use crate::schedule::cron::CronExpr;
 use crate::store::meta::UniverseEntry;
 
 /// A secret read from the environment. Never printed.
@@ -262,47 +265,115 @@ pub enum TaskKind {
     Repair,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One `schedule:` entry (DESIGN §2): a cron expression read on `timezone`'s wall clock and
+/// the task it starts. Decoded field by field (`decode_schedule`), so the cron and the
+/// time zone are already parsed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScheduleEntry {
+    /// Unique among the entries; `[A-Za-z0-9._-]+`, so it can sit in a URL path.
     pub name: String,
-    pub cron: String,
-    #[serde(default = "utc")]
-    pub timezone: String,
+    pub cron: CronExpr,
+    /// The exchange-local zone the cron is read in (default `UTC`).
+    #[serde(serialize_with = "tz_name")]
+    pub timezone: Tz,
     pub task: TaskKind,
-    #[serde(default)]
     pub markets: Vec<Market>,
-    #[serde(default)]
     pub symbols: Vec<Symbol>,
-    #[serde(default)]
     pub intervals: Vec<Interval>,
 }
 
-fn utc() -> String {
-    "UTC".to_string()
+impl ScheduleEntry {
+    /// An entry without market, symbol or interval filters (tests, built-in schedules).
+    pub fn new(name: &str, cron: &str, timezone: &str, task: TaskKind) -> Result<Self, String> {
+        Ok(ScheduleEntry {
+            name: name.to_string(),
+            cron: CronExpr::parse(cron).map_err(|e| e.to_string())?,
+            timezone: timezone
+                .parse()
+                .map_err(|_| format!("unknown time zone {timezone:?}"))?,
+            task,
+            markets: Vec::new(),
+            symbols: Vec::new(),
+            intervals: Vec::new(),
+        })
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+fn tz_name<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+/// One `alerts:` entry: a channel, the events it takes and its thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertConfig {
     pub kind: AlertKind,
-    /// Webhook, Slack or DingTalk URL.
-    #[serde(default)]
+    /// Webhook, Slack or DingTalk URL (one of `url`, `url_env`).
     pub url: Option<String>,
-    /// Env var holding a URL or secret that must not appear in the config (e.g. a Slack hook).
-    #[serde(default)]
+    /// Env var holding the URL, for hooks whose URL is itself the credential (Slack).
     pub url_env: Option<String>,
-    /// For `email`: SMTP server, sender and recipients.
-    #[serde(default)]
+    /// DingTalk: env var holding the robot's signing secret (`SEC...`); when set, requests
+    /// carry `timestamp` and `sign`.
+    pub secret_env: Option<String>,
+    /// Email: `smtp://host:port` (plain), `smtp://host:port?tls=required` (STARTTLS) or
+    /// `smtps://host:port` (TLS); a user name may precede the host (`smtp://user@host`).
     pub smtp: Option<String>,
-    #[serde(default)]
     pub from: Option<String>,
-    #[serde(default)]
     pub to: Vec<String>,
-    #[serde(default)]
+    /// Email: env var holding the SMTP password (used with the URL's user name).
     pub password_env: Option<String>,
-    #[serde(default)]
-    pub events: Vec<String>,
+    /// The events this channel takes; every event when the key is absent.
+    pub events: Vec<EventKind>,
+    /// A condition still raised is repeated at most once per `throttle_s` (default 3600).
+    pub throttle_s: u64,
+    /// Per-attempt delivery timeout (default 10).
+    pub timeout_s: u64,
+    /// Delivery retries after the first attempt, with exponential backoff (default 5).
+    pub retries: u32,
+    #[serde(flatten)]
+    pub thresholds: AlertThresholds,
+}
+
+impl AlertConfig {
+    /// The URL of a webhook, Slack or DingTalk channel: `url`, or the value of `url_env`.
+    pub fn resolved_url(&self) -> Option<Secret> {
+        self.url
+            .clone()
+            .map(Secret::new)
+            .or_else(|| secret_from_env(self.url_env.as_deref()))
+    }
+
+    pub fn secret(&self) -> Option<Secret> {
+        secret_from_env(self.secret_env.as_deref())
+    }
+
+    pub fn password(&self) -> Option<Secret> {
+        secret_from_env(self.password_env.as_deref())
+    }
+}
+
+/// When a measurement becomes an alert (each key of an `alerts:` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AlertThresholds {
+    /// `backup_lag` raises when a node is more than this many changes behind (default 10000),
+    pub backup_lag_changes: u64,
+    /// ... or its oldest unshipped change is older than this (default 3600 s).
+    pub backup_lag_seconds: u64,
+    /// `series_stale` raises when a series is this long past its expected bar (default 3600 s).
+    pub stale_after_s: u64,
+    /// `calendar_ending` raises when a market's calendar table ends within this many days
+    /// (default 30).
+    pub calendar_ending_days: u32,
+}
+
+impl Default for AlertThresholds {
+    fn default() -> Self {
+        AlertThresholds {
+            backup_lag_changes: 10_000,
+            backup_lag_seconds: 3600,
+            stale_after_s: 3600,
+            calendar_ending_days: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -312,6 +383,17 @@ pub enum AlertKind {
     Slack,
     Dingtalk,
     Email,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Webhook => "webhook",
+            AlertKind::Slack => "slack",
+            AlertKind::Dingtalk => "dingtalk",
+            AlertKind::Email => "email",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -421,6 +503,7 @@ impl Config {
         }
         for a in &self.alerts {
             note(&a.url_env);
+            note(&a.secret_env);
             note(&a.password_env);
         }
         out.push_str("# secrets (environment variables named by *_env keys):\n");
@@ -787,40 +870,16 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
     );
     d.finish(s);
 
-    let schedule: Vec<(usize, ScheduleEntry)> = d.list("schedule", get("schedule"));
-    for (i, e) in &schedule {
-        if e.timezone.parse::<chrono_tz::Tz>().is_err() {
-            d.problems.push(format!(
-                "schedule[{i}].timezone: unknown time zone {:?}",
-                e.timezone
-            ));
-        }
-        let fields = e.cron.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
-            d.problems.push(format!(
-                "schedule[{i}].cron: {:?} has {fields} fields (expected 5, or 6 with seconds)",
-                e.cron
-            ));
+    let schedule = decode_items(d, "schedule", get("schedule"), decode_schedule);
+    let mut names: Vec<&str> = schedule.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    for w in names.windows(2) {
+        if w[0] == w[1] {
+            d.problems
+                .push(format!("schedule: duplicate name {:?}", w[0]));
         }
     }
-    let alerts: Vec<(usize, AlertConfig)> = d.list("alerts", get("alerts"));
-    for (i, a) in &alerts {
-        let ok = match a.kind {
-            AlertKind::Email => a.smtp.is_some() && !a.to.is_empty(),
-            _ => a.url.is_some() || a.url_env.is_some(),
-        };
-        if !ok {
-            d.problems.push(format!(
-                "alerts[{i}]: {} needs {}",
-                serde_json::to_string(&a.kind).unwrap_or_default(),
-                if a.kind == AlertKind::Email {
-                    "smtp and to"
-                } else {
-                    "url or url_env"
-                }
-            ));
-        }
-    }
+    let alerts = decode_items(d, "alerts", get("alerts"), decode_alert);
 
     let mut s = d.section("logging", get("logging"));
     let logging = LoggingConfig {
@@ -846,10 +905,236 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         history,
         cache,
         reader,
-        schedule: schedule.into_iter().map(|(_, e)| e).collect(),
-        alerts: alerts.into_iter().map(|(_, a)| a).collect(),
+        schedule,
+        alerts,
         logging,
     }
+}
+
+/// Decodes each item of a list with `item`, which reports its own problems.
+fn decode_items<T>(
+    d: &mut Decoder,
+    path: &str,
+    v: Option<&Value>,
+    item: fn(&mut Decoder, &str, &Value) -> Option<T>,
+) -> Vec<T> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| item(d, &format!("{path}[{i}]"), v))
+            .collect(),
+        Some(other) => {
+            d.problems
+                .push(format!("{path}: expected a list, found {}", kind(other)));
+            Vec::new()
+        }
+    }
+}
+
+fn decode_schedule(d: &mut Decoder, path: &str, v: &Value) -> Option<ScheduleEntry> {
+    let mut s = d.section(path, Some(v));
+    s.map?;
+    let name: Option<String> = d.required(&mut s, "name");
+    if let Some(n) = &name {
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        d.check(ok, &s, "name", format!("{n:?} is not [A-Za-z0-9._-]+"));
+    }
+    let cron = d
+        .required::<String>(&mut s, "cron")
+        .and_then(|c| match CronExpr::parse(&c) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                d.problems.push(format!("{path}.cron: {e}"));
+                None
+            }
+        });
+    let tz_text: String = d.field(&mut s, "timezone", "UTC".to_string());
+    let timezone = match tz_text.parse::<Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            d.problems
+                .push(format!("{path}.timezone: unknown time zone {tz_text:?}"));
+            None
+        }
+    };
+    let task: Option<TaskKind> = d.required(&mut s, "task");
+    let markets = d.field(&mut s, "markets", Vec::new());
+    let symbols = d.field(&mut s, "symbols", Vec::new());
+    let intervals = d.field(&mut s, "intervals", Vec::new());
+    d.finish(s);
+    Some(ScheduleEntry {
+        name: name?,
+        cron: cron?,
+        timezone: timezone?,
+        task: task?,
+        markets,
+        symbols,
+        intervals,
+    })
+}
+
+fn decode_alert(d: &mut Decoder, path: &str, v: &Value) -> Option<AlertConfig> {
+    let mut s = d.section(path, Some(v));
+    s.map?;
+    let kind: Option<AlertKind> = d.required(&mut s, "kind");
+    let url: Option<String> = d.opt(&mut s, "url");
+    let url_env: Option<String> = d.opt(&mut s, "url_env");
+    let secret_env: Option<String> = d.opt(&mut s, "secret_env");
+    let smtp: Option<String> = d.opt(&mut s, "smtp");
+    let from: Option<String> = d.opt(&mut s, "from");
+    // `to` takes one address or a list.
+    let to: Vec<String> = match s.map.and_then(|m| m.get("to")) {
+        Some(Value::String(one)) => {
+            s.used.push("to");
+            vec![one.clone()]
+        }
+        _ => d.field(&mut s, "to", Vec::new()),
+    };
+    let password_env: Option<String> = d.opt(&mut s, "password_env");
+    let events = match d.opt::<Vec<String>>(&mut s, "events") {
+        None => EventKind::ALL.to_vec(),
+        Some(names) => {
+            if names.is_empty() {
+                d.problems.push(format!(
+                    "{path}.events: empty (omit the key to take every event)"
+                ));
+            }
+            let mut out = Vec::new();
+            for n in names {
+                match n.parse::<EventKind>() {
+                    Ok(k) if !out.contains(&k) => out.push(k),
+                    Ok(_) => {}
+                    Err(e) => d.problems.push(format!("{path}.events: {e}")),
+                }
+            }
+            out
+        }
+    };
+    let dt = AlertThresholds::default();
+    let thresholds = AlertThresholds {
+        backup_lag_changes: d.field(&mut s, "backup_lag_changes", dt.backup_lag_changes),
+        backup_lag_seconds: d.field(&mut s, "backup_lag_seconds", dt.backup_lag_seconds),
+        stale_after_s: d.field(&mut s, "stale_after_s", dt.stale_after_s),
+        calendar_ending_days: d.field(&mut s, "calendar_ending_days", dt.calendar_ending_days),
+    };
+    let throttle_s = d.field(&mut s, "throttle_s", 3600);
+    let timeout_s = d.field(&mut s, "timeout_s", 10);
+    let retries = d.field(&mut s, "retries", 5);
+    d.check(timeout_s > 0, &s, "timeout_s", "must be positive");
+
+    // Keys that belong to another kind, then what each kind needs.
+    let present = |k: &str| {
+        s.map
+            .is_some_and(|m| m.get(k).is_some_and(|v| !v.is_null()))
+    };
+    let foreign: &[&str] = match kind {
+        Some(AlertKind::Email) => &["url", "url_env", "secret_env"],
+        Some(AlertKind::Dingtalk) => &["smtp", "from", "to", "password_env"],
+        Some(_) => &["secret_env", "smtp", "from", "to", "password_env"],
+        None => &[],
+    };
+    for k in foreign {
+        if present(k) {
+            d.problems.push(format!(
+                "{path}.{k}: not used by kind {}",
+                kind.map(AlertKind::as_str).unwrap_or_default()
+            ));
+        }
+    }
+    let env_set = |d: &mut Decoder, key: &str, var: &Option<String>| {
+        if let Some(v) = var
+            && secret_from_env(Some(v)).is_none()
+        {
+            d.problems
+                .push(format!("{path}.{key}: environment variable {v} is not set"));
+        }
+    };
+    match kind {
+        Some(AlertKind::Email) => {
+            match &smtp {
+                None => d
+                    .problems
+                    .push(format!("{path}.smtp: missing (required by email)")),
+                Some(u) => match url::Url::parse(u) {
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {}
+                    _ => d.problems.push(format!(
+                        "{path}.smtp: not an smtp:// or smtps:// URL with a host"
+                    )),
+                },
+            }
+            match &from {
+                None => d
+                    .problems
+                    .push(format!("{path}.from: missing (required by email)")),
+                Some(f) => {
+                    if let Err(e) = f.parse::<lettre::message::Mailbox>() {
+                        d.problems.push(format!("{path}.from: {f:?}: {e}"));
+                    }
+                }
+            }
+            if to.is_empty() {
+                d.problems
+                    .push(format!("{path}.to: missing (required by email)"));
+            }
+            for t in &to {
+                if let Err(e) = t.parse::<lettre::message::Mailbox>() {
+                    d.problems.push(format!("{path}.to: {t:?}: {e}"));
+                }
+            }
+            env_set(d, "password_env", &password_env);
+        }
+        Some(k) => {
+            match (&url, &url_env) {
+                (None, None) => d
+                    .problems
+                    .push(format!("{path}: {} needs url or url_env", k.as_str())),
+                (Some(_), Some(_)) => d
+                    .problems
+                    .push(format!("{path}: set url or url_env, not both")),
+                (Some(u), None) => {
+                    if !is_http_url(u) {
+                        d.problems.push(format!("{path}.url: not an http(s) URL"));
+                    }
+                }
+                (None, Some(var)) => match secret_from_env(Some(var)) {
+                    None => d.problems.push(format!(
+                        "{path}.url_env: environment variable {var} is not set"
+                    )),
+                    // The value is a secret: say what is wrong, never what it is.
+                    Some(v) if !is_http_url(v.expose()) => d.problems.push(format!(
+                        "{path}.url_env: environment variable {var} does not hold an http(s) URL"
+                    )),
+                    Some(_) => {}
+                },
+            }
+            env_set(d, "secret_env", &secret_env);
+        }
+        None => {}
+    }
+    d.finish(s);
+    Some(AlertConfig {
+        kind: kind?,
+        url,
+        url_env,
+        secret_env,
+        smtp,
+        from,
+        to,
+        password_env,
+        events,
+        throttle_s,
+        timeout_s,
+        retries,
+        thresholds,
+    })
+}
+
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }
 
 fn decode_store(d: &mut Decoder, path: &str, v: Option<&Value>) -> StoreConfig {
@@ -1081,6 +1366,135 @@ storage:
                 .any(|x| x.contains("DMS_TEST_SURELY_UNSET_TOKEN is not set")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn the_shipped_config_schedules_the_after_market_updates() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dms.yaml"))
+                .unwrap();
+        let c = Config::from_yaml(&text, vec![]).unwrap();
+        let us = &c.schedule[0];
+        assert_eq!(us.name, "us-after-market");
+        assert_eq!(us.cron.as_str(), "0 30 17 * * Mon-Fri");
+        assert_eq!(us.timezone, chrono_tz::America::New_York);
+        assert_eq!(us.task, TaskKind::Update);
+        assert_eq!(us.markets, vec![Market::Us]);
+        assert_eq!(c.schedule[1].timezone, chrono_tz::Asia::Hong_Kong);
+        let yaml = c.to_redacted_yaml();
+        assert!(yaml.contains("timezone: America/New_York"), "{yaml}");
+    }
+
+    #[test]
+    fn every_schedule_problem_is_listed_at_once() {
+        let yaml = r#"
+schedule:
+  - { name: a, cron: "0 30 25 * * *", timezone: Mars/Base, task: nap, markets: [US, XX], colour: red }
+  - { name: "a b", cron: "0 0 30 2 *", task: verify }
+  - { cron: "* * * * *", task: sync }
+  - { name: d, cron: "0 17 * * Mon-Fri", task: update }
+  - { name: d, cron: "0 17 * * Mon-Fri", task: update }
+"#;
+        let problems = Config::from_yaml(yaml, vec![]).unwrap_err().0;
+        let expect = [
+            "schedule[0].cron: \"0 30 25 * * *\":",
+            "schedule[0].timezone: unknown time zone \"Mars/Base\"",
+            "schedule[0].task:",
+            "schedule[0].markets:",
+            "schedule[0].colour: unknown key",
+            "schedule[1].name: \"a b\" is not",
+            "schedule[1].cron: \"0 0 30 2 *\" never fires",
+            "schedule[2].name: missing",
+            "schedule: duplicate name \"d\"",
+        ];
+        for e in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn alerts_decode_with_defaults_and_every_event_when_none_are_named() {
+        let yaml = r#"
+alerts:
+  - { kind: slack, url: "http://127.0.0.1:9/hook" }
+  - { kind: dingtalk, url: "https://oapi.example/robot/send?access_token=x", secret_env: PATH,
+      events: [backup_lag, job_failed], throttle_s: 60, backup_lag_changes: 5 }
+  - { kind: email, smtp: "smtp://mail.example:2525", from: "DMS <dms@example.com>", to: ops@example.com }
+"#;
+        let c = Config::from_yaml(yaml, vec![]).unwrap();
+        assert_eq!(c.alerts[0].events, EventKind::ALL.to_vec());
+        assert_eq!(c.alerts[0].throttle_s, 3600);
+        assert_eq!(c.alerts[0].thresholds, AlertThresholds::default());
+        let d = &c.alerts[1];
+        assert_eq!(d.events, vec![EventKind::BackupLag, EventKind::JobFailed]);
+        assert_eq!(d.throttle_s, 60);
+        assert_eq!(d.thresholds.backup_lag_changes, 5);
+        assert_eq!(d.secret_env.as_deref(), Some("PATH"));
+        assert!(d.secret().is_some());
+        assert_eq!(c.alerts[2].to, vec!["ops@example.com".to_string()]);
+        let yaml = c.to_redacted_yaml();
+        assert!(yaml.contains("PATH: set (redacted)"), "{yaml}");
+        assert!(yaml.contains("backup_lag_changes: 5"), "{yaml}");
+        assert!(yaml.contains("- job_failed"), "{yaml}");
+    }
+
+    #[test]
+    fn every_alert_problem_is_listed_at_once() {
+        let yaml = r#"
+alerts:
+  - { kind: webhook }
+  - { kind: slack, url: "ftp://x", url_env: DMS_TEST_SURELY_UNSET_HOOK }
+  - { kind: slack, url_env: DMS_TEST_SURELY_UNSET_HOOK, events: [job_failed, jobs_exploded] }
+  - { kind: dingtalk, url: "https://x.example/robot", secret_env: DMS_TEST_SURELY_UNSET_SECRET, smtp: "smtp://x" }
+  - { kind: email, from: "not an address", to: [], secret_env: PATH }
+  - { kind: email, smtp: "http://mail.example", from: dms@example.com, to: [ok@example.com, "bad@"], password_env: DMS_TEST_SURELY_UNSET_PW }
+  - { kind: pager, url: "http://x.example", events: [] }
+  - { kind: webhook, url: "http://x.example", throttle_s: soon, timeout_s: 0 }
+"#;
+        let problems = Config::from_yaml(yaml, vec![]).unwrap_err().0;
+        let expect = [
+            "alerts[0]: webhook needs url or url_env",
+            "alerts[1]: set url or url_env, not both",
+            "alerts[2].events: unknown event \"jobs_exploded\"",
+            "alerts[2].url_env: environment variable DMS_TEST_SURELY_UNSET_HOOK is not set",
+            "alerts[3].smtp: not used by kind dingtalk",
+            "alerts[3].secret_env: environment variable DMS_TEST_SURELY_UNSET_SECRET is not set",
+            "alerts[4].secret_env: not used by kind email",
+            "alerts[4].smtp: missing",
+            "alerts[4].from: \"not an address\"",
+            "alerts[4].to: missing",
+            "alerts[5].smtp: not an smtp:// or smtps:// URL",
+            "alerts[5].to: \"bad@\"",
+            "alerts[5].password_env: environment variable DMS_TEST_SURELY_UNSET_PW is not set",
+            "alerts[6].kind:",
+            "alerts[6].events: empty",
+            "alerts[7].throttle_s:",
+            "alerts[7].timeout_s: must be positive",
+        ];
+        for e in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_url_held_in_the_environment_is_checked_but_never_printed() {
+        // HOME is set in every test environment and is not a URL.
+        let yaml = "alerts:\n  - { kind: slack, url_env: HOME }\n";
+        let problems = Config::from_yaml(yaml, vec![]).unwrap_err().0;
+        assert_eq!(
+            problems,
+            vec!["alerts[0].url_env: environment variable HOME does not hold an http(s) URL"]
+        );
+        let home = std::env::var("HOME").unwrap();
+        assert!(!problems[0].contains(&home));
     }
 
     #[test]

@@ -14,19 +14,24 @@
 //! - [`reader`], [`format`]: the read path and output encoders.
 //! - [`services`]: everything DMS runs on, opened by the one owner of the data directory
 //!   ([`datadir`]).
+//! - [`events`], [`alert`], [`schedule`]: the internal event bus, alerts delivered from it, and
+//!   the cron scheduler.
 //! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the server around them.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod domain;
+pub mod events;
 pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
 pub mod reader;
+pub mod schedule;
 pub mod services;
 pub mod source;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real components (a real `influxd`, a local mock Yahoo, a
 //! fake OpenD), driven through the public API of the `dms` crate and its binary.
 
+mod alerts;
 mod api_read;
 mod cli;
 mod futu;
@@ -9,6 +10,7 @@ mod influx;
 mod integrity;
 mod jobs;
 mod read_cache;
+mod schedule;
 mod server;
 mod store_suite;
 mod yahoo;

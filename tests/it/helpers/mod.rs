@@ -6,6 +6,8 @@ pub mod fake_opend;
 pub mod gated;
 pub mod influxd;
 pub mod mock_yahoo;
+pub mod receiver;
+pub mod smtp_sink;
 pub mod yahoo_synth;
 
 /// Polls `cond` until it holds, failing the test after 30 s with `what`.
