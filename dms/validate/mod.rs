@@ -132,7 +132,19 @@ pub fn revalidated_from_store(series: &SeriesKey, mut bars: Vec<Bar>) -> Option<
     })
 }
 
+/// The span of instants a bar may have: 1900-01-01 to 2100-01-01 (exclusive). Outside it a
+/// timestamp is a unit or sign error (milliseconds read as seconds, a sentinel), and the
+/// arithmetic of chunks and calendars need not consider it.
+pub const TS_MIN: i64 = -2_208_988_800;
+pub const TS_MAX: i64 = 4_102_444_800;
+
 fn check_bar(interval: Interval, bar: &Bar, ctx: &Context) -> Result<(), (&'static str, String)> {
+    if !(TS_MIN..TS_MAX).contains(&bar.ts) {
+        return Err((
+            "ts_out_of_range",
+            format!("timestamp {} is outside 1900-01-01..2100-01-01", bar.ts),
+        ));
+    }
     bar.check().map_err(|e| (e.rule(), e.to_string()))?;
     if !interval.is_on_grid(bar.ts) {
         return Err((
@@ -269,6 +281,29 @@ mod tests {
                 .batch
                 .is_some()
         );
+    }
+
+    #[test]
+    fn timestamps_outside_1900_to_2100_are_quarantined_not_computed_with() {
+        let ctx = Context::new(DAY * 2, Some(Market::Us));
+        for ts in [
+            i64::MIN,
+            -9_200_000_000_000_000_000,
+            TS_MIN - 86_400,
+            TS_MAX,
+            i64::MAX,
+        ] {
+            let v = validate(&key(Interval::D1), vec![bar(ts, 1.0)], &ctx);
+            assert_eq!(v.rejections[0].rule, "ts_out_of_range", "{ts}");
+        }
+        let ok = Context::new(TS_MAX, None);
+        assert!(
+            validate(&key(Interval::D1), vec![bar(TS_MIN, 1.0)], &ok)
+                .batch
+                .is_some()
+        );
+        assert_eq!(time::rfc3339(TS_MIN), "1900-01-01T00:00:00Z");
+        assert_eq!(time::rfc3339(TS_MAX), "2100-01-01T00:00:00Z");
     }
 
     #[test]
