@@ -8,6 +8,7 @@ mod helpers;
 mod influx;
 mod jobs;
 mod read_cache;
+mod roundtrip;
 mod server;
 mod store_suite;
 mod yahoo;
