@@ -651,10 +651,7 @@ impl Source for FilesSource {
                 read_file_in(&path, series.interval, Some(&series.symbol), market)
             })
             .await
-            .map_err(|e| SourceError::Transient {
-                src: SourceKind::Files,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SourceError::transient(SourceKind::Files, e.to_string()))?;
             let mut fb = read.map_err(|e| SourceError::InvalidRequest {
                 src: SourceKind::Files,
                 message: e.to_string(),
@@ -682,10 +679,10 @@ impl Source for FilesSource {
                 self.dir.display(),
                 entries.count()
             )),
-            Err(e) => Err(SourceError::Transient {
-                src: SourceKind::Files,
-                message: format!("{}: {e}", self.dir.display()),
-            }),
+            Err(e) => Err(SourceError::transient(
+                SourceKind::Files,
+                format!("{}: {e}", self.dir.display()),
+            )),
         }
     }
 

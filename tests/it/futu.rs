@@ -587,7 +587,7 @@ async fn a_request_that_gets_no_reply_times_out_and_the_connection_stays_usable(
         e.to_string(),
         "futu: Qot_RequestHistoryKL timed out after 20s"
     );
-    assert_eq!(e.outcome(), "timeout");
+    assert_eq!(e.outcome().as_str(), "timeout");
     assert_eq!(bars_of(&fetch(&src, r()).await.unwrap()).len(), 1);
     assert_eq!(fake.connections(), 1);
     assert_clean(&fake);

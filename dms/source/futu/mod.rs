@@ -190,10 +190,10 @@ impl Inner {
                 },
             }
         }
-        Err(SourceError::Transient {
-            src: SourceKind::Futu,
-            message: format!("history quota check for {code} did not settle"),
-        })
+        Err(SourceError::transient(
+            SourceKind::Futu,
+            format!("history quota check for {code} did not settle"),
+        ))
     }
 
     /// One page of 3103.

@@ -94,7 +94,7 @@ fn result_parts<'a>(symbol: &str, body: &'a [u8]) -> Result<Parts<'a>, SourceErr
         ));
     }
     let chart = skeleton::chart(body)
-        .map_err(|e| transient(format!("parse error in chart response for {symbol}: {e}")))?;
+        .map_err(|e| malformed(format!("parse error in chart response for {symbol}: {e}")))?;
     if let Some(parts) = chart.result {
         return Ok(parts);
     }
@@ -115,7 +115,7 @@ fn small_part<T: DeserializeOwned>(
 ) -> Result<Option<T>, SourceError> {
     raw.map(|r| {
         serde_json::from_slice(r).map_err(|e| {
-            transient(format!(
+            malformed(format!(
                 "parse error in chart response for {symbol}: {name}: {e}"
             ))
         })
@@ -175,11 +175,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn transient(message: String) -> SourceError {
-    SourceError::Transient { src: SRC, message }
+    SourceError::transient(SRC, message)
+}
+
+/// A body that does not parse as a chart response: retried like a transfer error.
+fn malformed(message: String) -> SourceError {
+    SourceError::Malformed { src: SRC, message }
 }
 
 fn protocol(spec: &ChartSpec<'_>, what: String) -> SourceError {
-    transient(format!(
+    malformed(format!(
         "parse error in chart response for {}: {what}",
         spec.symbol
     ))
@@ -319,7 +324,7 @@ fn page_from_parts(parts: &Parts<'_>, spec: &ChartSpec<'_>) -> Result<Page, Sour
 fn granularity_matches(interval: Interval, g: &str) -> bool {
     match interval {
         Interval::H1 => g == "1h" || g == "60m",
-        i => g == super::client::yahoo_interval(i),
+        i => g == i.as_str(),
     }
 }
 
@@ -565,6 +570,7 @@ fn actions(ev: &Events, ctx: &Ctx, spec: &ChartSpec<'_>) -> Vec<CorporateAction>
 mod tests {
     use super::*;
     use crate::domain::ActionKind;
+    use crate::source::FetchOutcome;
 
     const AAPL_1D: &str =
         include_str!("../../../tests/fixtures/yahoo/AAPL_1d_2020-08-31_2020-11-07_split_div.json");
@@ -809,9 +815,15 @@ mod tests {
         let e = parse_chart(NOT_FOUND.as_bytes(), &s).unwrap_err();
         assert_eq!(e.to_string(), "yahoo: symbol AAPL not found");
         let e = parse_chart(&AAPL_1D.as_bytes()[..3000], &s).unwrap_err();
-        assert!(e.is_retryable() && e.outcome() == "parse_error", "{e}");
+        assert!(
+            e.is_retryable() && e.outcome() == FetchOutcome::ParseError,
+            "{e}"
+        );
         let e = parse_chart(b"<html>Will be right back</html>", &s).unwrap_err();
-        assert!(e.is_retryable() && e.outcome() == "server_error", "{e}");
+        assert!(
+            e.is_retryable() && e.outcome() == FetchOutcome::ServerError,
+            "{e}"
+        );
         let e = parse_chart(b"Edge: Will be right back", &s).unwrap_err();
         assert!(e.is_retryable(), "{e}");
         let wrong = AAPL_1D.replace("\"dataGranularity\":\"1d\"", "\"dataGranularity\":\"1wk\"");
