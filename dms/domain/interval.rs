@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{Datelike, NaiveDate, Weekday};
+use chrono_tz::Tz;
 
 use super::time;
 
@@ -86,6 +87,18 @@ impl Interval {
         }
     }
 
+    /// The DESIGN §1 stamp of a bar of this interval written as `t` on an exchange in `tz`:
+    /// the rule of [`time`]'s module doc — intraday [`time::intraday_instant`], daily and longer
+    /// [`time::session_date`] snapped by [`Interval::period_start`]. Every input path stamps
+    /// through here.
+    pub fn stamp(self, t: time::WrittenTime, tz: Tz) -> i64 {
+        if self.is_intraday() {
+            time::intraday_instant(t)
+        } else {
+            self.period_start(time::session_date(t, tz))
+        }
+    }
+
     /// The stamp of the bar that holds `date` for daily and longer intervals (its session date,
     /// the Monday of its week, the 1st of its month), as 00:00 UTC.
     pub fn period_start(self, date: NaiveDate) -> i64 {
@@ -158,6 +171,33 @@ mod tests {
         assert!(Interval::W1.is_on_grid(day - 86_400));
         assert!(Interval::Mo1.is_on_grid(1_704_067_200));
         assert!(!Interval::Mo1.is_on_grid(day));
+    }
+
+    #[test]
+    fn stamps_follow_one_rule_and_snap_to_the_period() {
+        use time::WrittenTime::{Instant, Naive};
+        let ny = chrono_tz::America::New_York;
+        // Wednesday 2024-01-03, given as DMS writes a daily stamp.
+        let wed = Instant(1_704_240_000);
+        assert_eq!(Interval::D1.stamp(wed, ny), 1_704_240_000);
+        assert_eq!(Interval::W1.stamp(wed, ny), 1_704_067_200);
+        assert_eq!(Interval::Mo1.stamp(wed, ny), 1_704_067_200);
+        // 2024-02-01 02:00Z is still January in New York.
+        assert_eq!(
+            Interval::Mo1.stamp(Instant(1_706_752_800), ny),
+            1_704_067_200
+        );
+        let naive = NaiveDate::from_ymd_opt(2024, 2, 1)
+            .unwrap()
+            .and_hms_opt(2, 0, 0)
+            .unwrap();
+        assert_eq!(Interval::Mo1.stamp(Naive(naive), ny), 1_706_745_600);
+        // Intraday: instants as given, zoneless times as UTC.
+        assert_eq!(
+            Interval::M1.stamp(Instant(1_706_752_800), ny),
+            1_706_752_800
+        );
+        assert_eq!(Interval::M1.stamp(Naive(naive), ny), 1_706_752_800);
     }
 
     #[test]

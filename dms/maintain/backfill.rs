@@ -45,31 +45,13 @@ pub struct BackfillCounters {
     pub bars_fetched: u64,
     pub bars_written: u64,
     pub bars_rejected: u64,
-    pub dropped: DroppedCounts,
+    pub dropped: Dropped,
     pub actions: u64,
     /// Seconds spent in each stage, summed over series (they overlap in wall time).
     pub fetch_s: f64,
     pub parse_s: f64,
     pub validate_s: f64,
     pub write_s: f64,
-}
-
-/// [`Dropped`], serialisable both ways.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DroppedCounts {
-    pub no_trade: u64,
-    pub out_of_range: u64,
-    pub forming: u64,
-}
-
-impl From<Dropped> for DroppedCounts {
-    fn from(d: Dropped) -> DroppedCounts {
-        DroppedCounts {
-            no_trade: d.no_trade,
-            out_of_range: d.out_of_range,
-            forming: d.forming,
-        }
-    }
 }
 
 impl BackfillCounters {
@@ -80,9 +62,7 @@ impl BackfillCounters {
         self.bars_fetched += o.bars_fetched;
         self.bars_written += o.bars_written;
         self.bars_rejected += o.bars_rejected;
-        self.dropped.no_trade += o.dropped.no_trade;
-        self.dropped.out_of_range += o.dropped.out_of_range;
-        self.dropped.forming += o.dropped.forming;
+        self.dropped += o.dropped;
         self.actions += o.actions;
         self.fetch_s += o.fetch_s;
         self.parse_s += o.parse_s;
@@ -244,10 +224,7 @@ async fn backfill_series(
         c.parse_s += parse.as_secs_f64();
         c.pages += 1;
         c.bars_fetched += page.bars.len() as u64;
-        let d = DroppedCounts::from(page.dropped);
-        c.dropped.no_trade += d.no_trade;
-        c.dropped.out_of_range += d.out_of_range;
-        c.dropped.forming += d.forming;
+        c.dropped += page.dropped;
         let t = Instant::now();
         // Validated against the clock of now, not of the job's start: a long backfill must not
         // call a bar that completed meanwhile "in the future".

@@ -6,9 +6,15 @@
 //! - **generic**: `symbol,ts,open,high,low,close,volume` with an optional `adj_close`, in CSV
 //!   or Parquet; `--symbol` then keeps only that symbol's rows.
 //!
-//! `ts` may be `YYYY-MM-DD`, RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch seconds (in
-//! Parquet also a timestamp or date column). For daily and longer intervals a date is the
-//! session date; an instant is mapped to its exchange-local date (DESIGN §1).
+//! `ts` may be `YYYY-MM-DD`, a date-time without a zone (`YYYY-MM-DD HH:MM:SS`, `T` or a
+//! space), RFC 3339 with `Z` or an offset, or integer epoch seconds; in Parquet also a
+//! timestamp column (any unit; with a time zone it is an instant, without one a zoneless
+//! date-time), a `date32`/`date64` column or an integer column of epoch seconds. Every form
+//! is stamped by the one rule of [`crate::domain::time`] (DESIGN §1) through
+//! [`Interval::stamp`], in the time zone of the symbol's market: for daily and longer bars a
+//! date or zoneless date-time is its date, an instant at 00:00 UTC is that date (so DMS's own
+//! `csv` and `parquet` exports re-import to the same bars), any other instant its
+//! exchange-local date; intraday bars keep their instant, zoneless times read as UTC.
 //!
 //! A file is parsed whole before anything is written: a malformed line fails the file with its
 //! name, line number and reason, and nothing from it is stored. Rows whose prices and volume are
@@ -23,7 +29,8 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 
 use super::{Dropped, FetchRequest, Page, PageStream, Source, SourceError, gate};
-use crate::domain::{Bar, Interval, Market, SeriesKey, SourceKind, Symbol, time};
+use crate::domain::time::{self, WrittenTime};
+use crate::domain::{Bar, Interval, Market, SeriesKey, SourceKind, Symbol};
 
 /// Why a file could not be imported.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -77,22 +84,41 @@ fn extension(p: &Path) -> Option<String> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
 }
 
-/// Reads one CSV or Parquet file.
+/// Reads one CSV or Parquet file. Each symbol's market (for the session dates of daily bars)
+/// comes from its suffix.
 pub fn read_file(
     path: &Path,
     interval: Interval,
     symbol: Option<&Symbol>,
 ) -> Result<FileBars, FileError> {
+    read_file_in(path, interval, symbol, None)
+}
+
+/// Like [`read_file`], with `market` (a universe entry's) overriding the suffix's for every
+/// symbol of the file.
+pub fn read_file_in(
+    path: &Path,
+    interval: Interval,
+    symbol: Option<&Symbol>,
+    market: Option<Market>,
+) -> Result<FileBars, FileError> {
+    let c = Collector::new(path, interval, symbol, market);
     match extension(path).as_deref() {
-        Some("parquet") => read_parquet(path, interval, symbol),
-        _ => read_csv(path, interval, symbol),
+        Some("parquet") => read_parquet(path, c),
+        _ => read_csv(path, c),
     }
+}
+
+/// A row's `ts`: text (CSV, a Parquet string column) or already typed (Parquet).
+enum RowTs<'a> {
+    Text(&'a str),
+    Written(WrittenTime),
 }
 
 /// A row as read, before becoming a bar.
 struct Row<'a> {
     symbol: &'a str,
-    ts: &'a str,
+    ts: RowTs<'a>,
     values: [Option<f64>; 5],
     adj_close: Option<f64>,
 }
@@ -102,18 +128,27 @@ struct Collector<'a> {
     file: String,
     interval: Interval,
     only: Option<&'a Symbol>,
+    /// Overrides every symbol's own market.
+    market: Option<Market>,
     out: FileBars,
-    markets: BTreeMap<String, (Symbol, Option<Market>)>,
+    /// Each symbol of the file, parsed once, with the time zone its daily bars are dated in.
+    symbols: BTreeMap<String, (Symbol, chrono_tz::Tz)>,
 }
 
 impl<'a> Collector<'a> {
-    fn new(path: &Path, interval: Interval, only: Option<&'a Symbol>) -> Collector<'a> {
+    fn new(
+        path: &Path,
+        interval: Interval,
+        only: Option<&'a Symbol>,
+        market: Option<Market>,
+    ) -> Collector<'a> {
         Collector {
             file: path.display().to_string(),
             interval,
             only,
+            market,
             out: FileBars::default(),
-            markets: BTreeMap::new(),
+            symbols: BTreeMap::new(),
         }
     }
 
@@ -129,13 +164,27 @@ impl<'a> Collector<'a> {
         if self.only.is_some_and(|s| s.as_str() != row.symbol) {
             return Ok(());
         }
-        if !self.markets.contains_key(row.symbol) {
-            let sym = Symbol::parse(row.symbol).map_err(|e| self.bad(line, e.to_string()))?;
-            let market = sym.market();
-            self.markets.insert(row.symbol.to_string(), (sym, market));
+        if !self.symbols.contains_key(row.symbol) {
+            let sym = Symbol::parse(row.symbol).map_err(|_| {
+                self.bad(
+                    line,
+                    "symbol: not a symbol (letters, digits and .-=^_, at most 32)",
+                )
+            })?;
+            let tz = self
+                .market
+                .or_else(|| sym.market())
+                .map_or(chrono_tz::UTC, Market::timezone);
+            self.symbols.insert(row.symbol.to_string(), (sym, tz));
         }
-        let (symbol, market) = self.markets[row.symbol].clone();
-        let ts = self.parse_ts(line, row.ts, market)?;
+        let (symbol, tz) = self.symbols[row.symbol].clone();
+        let written = match row.ts {
+            RowTs::Written(w) => w,
+            RowTs::Text(s) => {
+                time::parse_written(s).map_err(|e| self.bad(line, format!("ts: {e}")))?
+            }
+        };
+        let ts = self.interval.stamp(written, tz);
         if row.values.iter().all(Option::is_none) {
             self.out.dropped.no_trade += 1;
             return Ok(());
@@ -158,35 +207,6 @@ impl<'a> Collector<'a> {
             .push(bar);
         Ok(())
     }
-
-    fn parse_ts(&self, line: u64, s: &str, market: Option<Market>) -> Result<i64, FileError> {
-        let s = s.trim();
-        let tz = market.map(Market::timezone).unwrap_or(chrono_tz::UTC);
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            return Ok(if self.interval.is_intraday() {
-                time::date_ts(d)
-            } else {
-                self.interval.period_start(d)
-            });
-        }
-        let instant = if let Ok(n) = s.parse::<i64>() {
-            n
-        } else if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
-            dt.and_utc().timestamp()
-        } else {
-            time::parse_instant(s).map_err(|e| self.bad(line, format!("ts: {e}")))?
-        };
-        Ok(self.stamp(instant, tz))
-    }
-
-    /// Daily and longer: the exchange-local date of the instant, snapped to the period start.
-    fn stamp(&self, instant: i64, tz: chrono_tz::Tz) -> i64 {
-        if self.interval.is_intraday() {
-            instant
-        } else {
-            self.interval.period_start(time::local_date(instant, tz))
-        }
-    }
 }
 
 fn parse_number(s: &str) -> Result<Option<f64>, String> {
@@ -196,7 +216,7 @@ fn parse_number(s: &str) -> Result<Option<f64>, String> {
     }
     t.parse::<f64>()
         .map(Some)
-        .map_err(|_| format!("{t:?} is not a number"))
+        .map_err(|_| "not a number".to_string())
 }
 
 /// Column positions of a CSV header.
@@ -240,7 +260,8 @@ fn csv_layout(header: &csv::StringRecord) -> Option<Layout> {
     })
 }
 
-fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<FileBars, FileError> {
+fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
+    let (interval, only) = (c.interval, c.only);
     let file = path.display().to_string();
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
@@ -257,9 +278,10 @@ fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<Fi
     let layout = csv_layout(header).ok_or_else(|| FileError::Malformed {
         file: file.clone(),
         line: 1,
+        // The header is file content: say what was expected, not what was found.
         reason: format!(
-            "unknown header {:?} (expected Date,Open,High,Low,Close,Adj Close,Volume or symbol,ts,open,high,low,close,volume)",
-            header.iter().collect::<Vec<_>>().join(",")
+            "unknown header of {} columns (expected Date,Open,High,Low,Close,Adj Close,Volume or symbol,ts,open,high,low,close,volume)",
+            header.len()
         ),
     })?;
     let file_symbol = match (&layout, only) {
@@ -277,7 +299,6 @@ fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<Fi
         }
         (Layout::Generic { .. }, _) => None,
     };
-    let mut c = Collector::new(path, interval, only);
     let mut record = csv::StringRecord::new();
     loop {
         let line = rdr.position().line() + 1;
@@ -297,7 +318,7 @@ fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<Fi
         let row = match &layout {
             Layout::Yahoo { date, cols, adj } => Row {
                 symbol: file_symbol.as_deref().unwrap_or_default(),
-                ts: record.get(*date).unwrap_or(""),
+                ts: RowTs::Text(record.get(*date).unwrap_or("")),
                 values: [
                     num(cols[0], "open")?,
                     num(cols[1], "high")?,
@@ -317,7 +338,7 @@ fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<Fi
                 adj,
             } => Row {
                 symbol: record.get(*symbol).unwrap_or("").trim(),
-                ts: record.get(*ts).unwrap_or(""),
+                ts: RowTs::Text(record.get(*ts).unwrap_or("")),
                 values: [
                     num(cols[0], "open")?,
                     num(cols[1], "high")?,
@@ -333,11 +354,7 @@ fn read_csv(path: &Path, interval: Interval, only: Option<&Symbol>) -> Result<Fi
     Ok(c.out)
 }
 
-fn read_parquet(
-    path: &Path,
-    interval: Interval,
-    only: Option<&Symbol>,
-) -> Result<FileBars, FileError> {
+fn read_parquet(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
     let file = path.display().to_string();
     let unreadable = |reason: String| FileError::Unreadable {
         file: file.clone(),
@@ -347,7 +364,6 @@ fn read_parquet(
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .and_then(|b| b.with_batch_size(65_536).build())
         .map_err(|e| unreadable(e.to_string()))?;
-    let mut c = Collector::new(path, interval, only);
     let mut row_base = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| unreadable(e.to_string()))?;
@@ -357,11 +373,36 @@ fn read_parquet(
     Ok(c.out)
 }
 
-/// A Parquet column read as strings or numbers, whatever its physical type.
+/// A typed `ts` value at a row: `Ok(None)` for a null, `Err` for a value that is no DMS stamp.
+type TsAt<'a> = Box<dyn Fn(usize) -> Result<Option<WrittenTime>, String> + 'a>;
+
+/// A Parquet column read as strings, numbers or times, whatever its physical type.
 enum Col<'a> {
     Str(&'a dyn Array),
     F64(Box<dyn Fn(usize) -> Option<f64> + 'a>),
-    Ts(Box<dyn Fn(usize) -> Option<i64> + 'a>, bool),
+    Ts(TsAt<'a>),
+}
+
+/// Whole seconds of a timestamp given in `per_second` units, refusing a fraction.
+fn whole_seconds(v: i64, per_second: i64) -> Result<i64, String> {
+    if v.rem_euclid(per_second) == 0 {
+        Ok(v.div_euclid(per_second))
+    } else {
+        Err(format!("ts (1/{per_second} s) has a fraction of a second"))
+    }
+}
+
+/// Epoch seconds as a zoneless date-time (a Parquet timestamp without a time zone).
+fn naive_at(secs: i64) -> Result<WrittenTime, String> {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| WrittenTime::Naive(d.naive_utc()))
+        .ok_or_else(|| "ts is out of range".to_string())
+}
+
+fn instant_at(secs: i64) -> Result<WrittenTime, String> {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|_| WrittenTime::Instant(secs))
+        .ok_or_else(|| "ts is out of range".to_string())
 }
 
 fn column<'a>(
@@ -380,8 +421,10 @@ fn column<'a>(
         return Ok(None);
     };
     let a = batch.column(idx).as_ref();
+    let is_ts = name == "ts";
     let num = |f: Box<dyn Fn(usize) -> Option<f64> + 'a>| Ok(Some(Col::F64(f)));
-    macro_rules! prim {
+    let ts = |f: TsAt<'a>| Ok(Some(Col::Ts(f)));
+    macro_rules! float {
         ($t:ty) => {{
             let arr = a.as_primitive::<$t>();
             num(Box::new(move |i| {
@@ -389,43 +432,87 @@ fn column<'a>(
             }))
         }};
     }
-    macro_rules! tsu {
-        ($t:ty, $div:expr) => {{
+    macro_rules! int {
+        ($t:ty) => {{
             let arr = a.as_primitive::<$t>();
-            Ok(Some(Col::Ts(
-                Box::new(move |i| {
+            if is_ts {
+                // Integer epoch seconds.
+                ts(Box::new(move |i| {
                     arr.is_valid(i)
-                        .then(|| (arr.value(i) as i64).div_euclid($div))
-                }),
-                false,
-            )))
+                        .then(|| {
+                            i64::try_from(arr.value(i))
+                                .map_err(|_| "ts is out of range".to_string())
+                                .and_then(instant_at)
+                        })
+                        .transpose()
+                }))
+            } else {
+                num(Box::new(move |i| {
+                    arr.is_valid(i).then(|| arr.value(i) as f64)
+                }))
+            }
+        }};
+    }
+    macro_rules! stamp {
+        ($t:ty, $per_second:expr, $zoned:expr) => {{
+            let arr = a.as_primitive::<$t>();
+            let zoned: bool = $zoned;
+            ts(Box::new(move |i| {
+                arr.is_valid(i)
+                    .then(|| {
+                        let secs = whole_seconds(arr.value(i), $per_second)?;
+                        if zoned {
+                            instant_at(secs)
+                        } else {
+                            naive_at(secs)
+                        }
+                    })
+                    .transpose()
+            }))
         }};
     }
     match a.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(Some(Col::Str(a))),
-        DataType::Float64 => prim!(Float64Type),
-        DataType::Float32 => prim!(Float32Type),
-        DataType::Int64 if name == "ts" => tsu!(Int64Type, 1),
-        DataType::Int64 => prim!(Int64Type),
-        DataType::Int32 => prim!(Int32Type),
-        DataType::UInt64 => prim!(UInt64Type),
-        DataType::UInt32 => prim!(UInt32Type),
-        DataType::Timestamp(TimeUnit::Second, _) => tsu!(TimestampSecondType, 1),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => tsu!(TimestampMillisecondType, 1_000),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => tsu!(TimestampMicrosecondType, 1_000_000),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            tsu!(TimestampNanosecondType, 1_000_000_000)
+        DataType::Float64 if !is_ts => float!(Float64Type),
+        DataType::Float32 if !is_ts => float!(Float32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::Timestamp(unit, tz) => {
+            let zoned = tz.is_some();
+            match unit {
+                TimeUnit::Second => stamp!(TimestampSecondType, 1, zoned),
+                TimeUnit::Millisecond => stamp!(TimestampMillisecondType, 1_000, zoned),
+                TimeUnit::Microsecond => stamp!(TimestampMicrosecondType, 1_000_000, zoned),
+                TimeUnit::Nanosecond => stamp!(TimestampNanosecondType, 1_000_000_000, zoned),
+            }
         }
-        DataType::Date32 => {
+        DataType::Date32 if is_ts => {
             let arr = a.as_primitive::<Date32Type>();
-            Ok(Some(Col::Ts(
-                Box::new(move |i| arr.is_valid(i).then(|| arr.value(i) as i64 * 86_400)),
-                true,
-            )))
+            ts(Box::new(move |i| {
+                Ok(arr
+                    .is_valid(i)
+                    .then(|| WrittenTime::Date(time::date_of(arr.value(i) as i64 * 86_400))))
+            }))
+        }
+        DataType::Date64 if is_ts => {
+            let arr = a.as_primitive::<Date64Type>();
+            ts(Box::new(move |i| {
+                Ok(arr
+                    .is_valid(i)
+                    .then(|| WrittenTime::Date(time::date_of(arr.value(i).div_euclid(1_000)))))
+            }))
         }
         other => Err(FileError::Unreadable {
             file: file.to_string(),
-            reason: format!("column {name} has unsupported type {other}"),
+            reason: if is_ts {
+                format!(
+                    "column ts has unsupported type {other} (expected a string, an integer, a timestamp or a date)"
+                )
+            } else {
+                format!("column {name} has unsupported type {other}")
+            },
         }),
     }
 }
@@ -457,7 +544,14 @@ fn read_batch(c: &mut Collector<'_>, batch: &RecordBatch, row_base: u64) -> Resu
     let ts = need(&file, "ts", column(batch, "ts", &file)?)?;
     let mut vals = Vec::new();
     for name in ["open", "high", "low", "close", "volume"] {
-        vals.push(need(&file, name, column(batch, name, &file)?)?);
+        let col = need(&file, name, column(batch, name, &file)?)?;
+        if !matches!(col, Col::F64(_)) {
+            return Err(FileError::Unreadable {
+                file,
+                reason: format!("column {name} must be numeric"),
+            });
+        }
+        vals.push(col);
     }
     let adj = column(batch, "adj_close", &file)?;
     let Col::Str(symbols) = symbol else {
@@ -474,41 +568,23 @@ fn read_batch(c: &mut Collector<'_>, batch: &RecordBatch, row_base: u64) -> Resu
     };
     for i in 0..batch.num_rows() {
         let line = row_base + i as u64 + 1;
-        let sym = str_at(symbols, i)
-            .ok_or_else(|| c.bad(line, "symbol is null"))?
-            .to_string();
-        let ts_text;
-        let ts_str: &str = match &ts {
-            Col::Str(a) => str_at(*a, i).ok_or_else(|| c.bad(line, "ts is null"))?,
-            Col::Ts(f, is_date) => {
-                let t = f(i).ok_or_else(|| c.bad(line, "ts is null"))?;
-                ts_text = if *is_date {
-                    time::date_of(t).format("%Y-%m-%d").to_string()
-                } else {
-                    t.to_string()
-                };
-                &ts_text
-            }
-            Col::F64(_) => {
-                return Err(c.bad(
-                    line,
-                    "ts must be a string, an integer, a timestamp or a date",
-                ));
-            }
+        let sym = str_at(symbols, i).ok_or_else(|| c.bad(line, "symbol is null"))?;
+        let row_ts = match &ts {
+            Col::Str(a) => RowTs::Text(str_at(*a, i).ok_or_else(|| c.bad(line, "ts is null"))?),
+            Col::Ts(at) => RowTs::Written(
+                at(i)
+                    .map_err(|e| c.bad(line, e))?
+                    .ok_or_else(|| c.bad(line, "ts is null"))?,
+            ),
+            Col::F64(_) => return Err(c.bad(line, "ts must not be a float")),
         };
-        let ts_owned = ts_str.to_string();
-        for (col, name) in vals.iter().zip(["open", "high", "low", "close", "volume"]) {
-            if !matches!(col, Col::F64(_)) {
-                return Err(c.bad(line, format!("{name} must be numeric")));
-            }
-        }
         let values = [0, 1, 2, 3, 4].map(|k| number(&vals[k], i));
         let adj_close = adj.as_ref().and_then(|a| number(a, i));
         c.push(
             line,
             Row {
-                symbol: &sym,
-                ts: &ts_owned,
+                symbol: sym,
+                ts: row_ts,
                 values,
                 adj_close,
             },
@@ -573,15 +649,13 @@ impl Source for FilesSource {
                 });
             };
             let series = req.series.clone();
+            let market = req.market;
             let parse_started = std::time::Instant::now();
             let read = tokio::task::spawn_blocking(move || {
-                read_file(&path, series.interval, Some(&series.symbol))
+                read_file_in(&path, series.interval, Some(&series.symbol), market)
             })
             .await
-            .map_err(|e| SourceError::Transient {
-                src: SourceKind::Files,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| SourceError::transient(SourceKind::Files, e.to_string()))?;
             let mut fb = read.map_err(|e| SourceError::InvalidRequest {
                 src: SourceKind::Files,
                 message: e.to_string(),
@@ -609,10 +683,10 @@ impl Source for FilesSource {
                 self.dir.display(),
                 entries.count()
             )),
-            Err(e) => Err(SourceError::Transient {
-                src: SourceKind::Files,
-                message: format!("{}: {e}", self.dir.display()),
-            }),
+            Err(e) => Err(SourceError::transient(
+                SourceKind::Files,
+                format!("{}: {e}", self.dir.display()),
+            )),
         }
     }
 
@@ -670,6 +744,204 @@ mod tests {
         assert_eq!(only.bar_count(), 1);
     }
 
+    fn stamps(fb: &FileBars, symbol: &str, interval: Interval) -> Vec<String> {
+        let key = SeriesKey::new(Symbol::parse(symbol).unwrap(), interval);
+        fb.series[&key]
+            .iter()
+            .map(|b| time::rfc3339(b.ts))
+            .collect()
+    }
+
+    #[test]
+    fn daily_rows_land_on_their_date_however_ts_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        // One symbol per case, so each lands in its own series.
+        let p = write(
+            d.path(),
+            "issue.csv",
+            "symbol,ts,open,high,low,close,volume
+IBM,2000-03-02T00:00:00Z,1,2,0.5,1.5,10
+MSFT,2000-03-02 00:00:00,1,2,0.5,1.5,10
+AAPL,2000-03-02T14:30:00Z,1,2,0.5,1.5,10
+0005.HK,2000-03-02T02:00:00Z,1,2,0.5,1.5,10
+GE,2000-03-02T02:00:00Z,1,2,0.5,1.5,10
+600519.SS,2000-03-02T09:30:00,1,2,0.5,1.5,10
+",
+        );
+        let fb = read_file(&p, Interval::D1, None).unwrap();
+        for (symbol, date) in [
+            ("IBM", "2000-03-02"),
+            ("MSFT", "2000-03-02"),
+            ("AAPL", "2000-03-02"),
+            ("0005.HK", "2000-03-02"),
+            // 21:00 of the day before in New York.
+            ("GE", "2000-03-01"),
+            ("600519.SS", "2000-03-02"),
+        ] {
+            assert_eq!(
+                stamps(&fb, symbol, Interval::D1),
+                [format!("{date}T00:00:00Z")],
+                "{symbol}"
+            );
+        }
+        // Weekly and monthly snap the same dates to their period.
+        let fb = read_file(&p, Interval::W1, Some(&Symbol::parse("IBM").unwrap())).unwrap();
+        assert_eq!(stamps(&fb, "IBM", Interval::W1), ["2000-02-28T00:00:00Z"]);
+        let fb = read_file(&p, Interval::Mo1, Some(&Symbol::parse("GE").unwrap())).unwrap();
+        assert_eq!(stamps(&fb, "GE", Interval::Mo1), ["2000-03-01T00:00:00Z"]);
+    }
+
+    #[test]
+    fn a_universe_market_overrides_the_suffix_for_session_dates() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "x.csv",
+            "symbol,ts,open,high,low,close,volume
+XYZ,2000-03-02T02:00:00Z,1,2,0.5,1.5,10
+",
+        );
+        let xyz = Symbol::parse("XYZ").unwrap();
+        let us = read_file_in(&p, Interval::D1, Some(&xyz), None).unwrap();
+        assert_eq!(stamps(&us, "XYZ", Interval::D1), ["2000-03-01T00:00:00Z"]);
+        let hk = read_file_in(&p, Interval::D1, Some(&xyz), Some(Market::Hk)).unwrap();
+        assert_eq!(stamps(&hk, "XYZ", Interval::D1), ["2000-03-02T00:00:00Z"]);
+    }
+
+    /// A one-column-varies Parquet file: `ts` as given, two rows of AAPL.
+    fn parquet_with_ts(dir: &Path, name: &str, ts: arrow_array::ArrayRef) -> PathBuf {
+        use arrow_array::{Float64Array, StringArray};
+        use std::sync::Arc;
+        let n = ts.len();
+        let num = || Arc::new(Float64Array::from(vec![1.0; n])) as arrow_array::ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "symbol",
+                Arc::new(StringArray::from(vec!["AAPL"; n])) as arrow_array::ArrayRef,
+            ),
+            ("ts", ts),
+            ("open", num()),
+            ("high", num()),
+            ("low", num()),
+            ("close", num()),
+            ("volume", num()),
+        ])
+        .unwrap();
+        let p = dir.join(name);
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(File::create(&p).unwrap(), batch.schema(), None)
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        p
+    }
+
+    #[test]
+    fn parquet_ts_of_every_type_stamps_daily_bars_by_the_same_rule() {
+        use arrow_array::*;
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        // 2000-03-02 and 2000-03-03, each as midnight UTC.
+        let days = [951_955_200i64, 952_041_600];
+        let cases: Vec<(&str, ArrayRef)> = vec![
+            (
+                "s_utc",
+                Arc::new(TimestampSecondArray::from(days.to_vec()).with_timezone("UTC")),
+            ),
+            (
+                "ms_utc",
+                Arc::new(
+                    TimestampMillisecondArray::from(days.map(|t| t * 1_000).to_vec())
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "us_hk",
+                Arc::new(
+                    TimestampMicrosecondArray::from(days.map(|t| t * 1_000_000).to_vec())
+                        .with_timezone("+08:00"),
+                ),
+            ),
+            (
+                "ns_naive",
+                Arc::new(TimestampNanosecondArray::from(
+                    days.map(|t| t * 1_000_000_000).to_vec(),
+                )),
+            ),
+            (
+                "date32",
+                Arc::new(Date32Array::from(
+                    days.map(|t| (t / 86_400) as i32).to_vec(),
+                )),
+            ),
+            (
+                "date64",
+                Arc::new(Date64Array::from(days.map(|t| t * 1_000).to_vec())),
+            ),
+            ("int64", Arc::new(Int64Array::from(days.to_vec()))),
+            (
+                "string",
+                Arc::new(StringArray::from(vec!["2000-03-02", "2000-03-03 00:00:00"])),
+            ),
+        ];
+        for (name, ts) in cases {
+            let p = parquet_with_ts(d.path(), &format!("{name}.parquet"), ts);
+            let fb = read_file(&p, Interval::D1, None).unwrap();
+            assert_eq!(
+                stamps(&fb, "AAPL", Interval::D1),
+                ["2000-03-02T00:00:00Z", "2000-03-03T00:00:00Z"],
+                "{name}"
+            );
+        }
+        // 02:00 on the 2nd: an instant (zoned) is 21:00 of the 1st in New York; a zoneless
+        // timestamp is a wall-clock time on the 2nd.
+        let t = 951_955_200 + 7_200;
+        let p = parquet_with_ts(
+            d.path(),
+            "zoned.parquet",
+            Arc::new(TimestampSecondArray::from(vec![t]).with_timezone("UTC")),
+        );
+        let fb = read_file(&p, Interval::D1, None).unwrap();
+        assert_eq!(stamps(&fb, "AAPL", Interval::D1), ["2000-03-01T00:00:00Z"]);
+        let p = parquet_with_ts(
+            d.path(),
+            "naive.parquet",
+            Arc::new(TimestampSecondArray::from(vec![t])),
+        );
+        let fb = read_file(&p, Interval::D1, None).unwrap();
+        assert_eq!(stamps(&fb, "AAPL", Interval::D1), ["2000-03-02T00:00:00Z"]);
+        // Intraday: both are the instant (zoneless read as UTC).
+        let fb = read_file(&p, Interval::M1, None).unwrap();
+        assert_eq!(stamps(&fb, "AAPL", Interval::M1), ["2000-03-02T02:00:00Z"]);
+    }
+
+    #[test]
+    fn a_parquet_ts_with_a_fraction_of_a_second_or_a_float_type_is_refused() {
+        use arrow_array::*;
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let p = parquet_with_ts(
+            d.path(),
+            "frac.parquet",
+            Arc::new(TimestampMillisecondArray::from(vec![951_955_200_500]).with_timezone("UTC")),
+        );
+        let e = read_file(&p, Interval::D1, None).unwrap_err();
+        assert!(
+            matches!(&e, FileError::Malformed { line: 1, reason, .. } if reason.contains("fraction")),
+            "{e}"
+        );
+        let p = parquet_with_ts(
+            d.path(),
+            "float.parquet",
+            Arc::new(Float64Array::from(vec![951_955_200.0])),
+        );
+        let e = read_file(&p, Interval::D1, None).unwrap_err();
+        assert!(
+            e.to_string().contains("column ts has unsupported type"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_malformed_line_names_file_line_and_reason() {
         let d = tempfile::tempdir().unwrap();
@@ -684,7 +956,7 @@ mod tests {
             FileError::Malformed {
                 file: p.display().to_string(),
                 line: 3,
-                reason: "high: \"two\" is not a number".into()
+                reason: "high: not a number".into()
             }
         );
         // A short row, a bad symbol, a bad date: each names line 2.

@@ -2,27 +2,66 @@
 //!
 //! - one [`RateLimiter`] per source, shared by every job (the gate is shared);
 //! - retries of retryable errors with exponential backoff and jitter (`backon`), waiting at
-//!   least as long as a `Retry-After` asked;
+//!   least as long as a `Retry-After` asked (429 and 503), but never longer than `pause_for`
+//!   (the source's `pause_s`): a `Retry-After` is the source's wish, and a hostile or broken
+//!   one (`Retry-After: 1000000000`) must not stop a source for 31 years;
 //! - a pause: after `pause_after` refusals in a row (429, Futu frequency errors) the source is
-//!   paused for `pause_for` and every call fails fast with [`SourceError::Paused`] until then,
-//!   so a throttled source is reported rather than hammered;
-//! - the metrics `dms_fetch_requests_total`, `dms_fetch_wait_seconds_total`,
-//!   `dms_source_paused`, and a [`SourceStatus`] for the API.
+//!   paused for `pause_for`, and a `Retry-After` longer than [`MAX_IN_PLACE_WAIT`] pauses it
+//!   for that long (capped the same way); every call then fails fast with
+//!   [`SourceError::Paused`], so a throttled source is reported rather than hammered;
+//! - the metrics `dms_fetch_requests_total` (by [`SourceError::outcome`]),
+//!   `dms_fetch_wait_seconds_total`, `dms_source_paused`, and a [`SourceStatus`] for the API.
+//!
+//! Durations from outside (a `Retry-After`, config values) meet the clock only through
+//! [`instant_after`] and saturating arithmetic: no value, however large, can overflow
+//! `Instant + Duration` and panic inside a job.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
-use super::SourceError;
 use super::ratelimit::RateLimiter;
+use super::{FetchOutcome, SourceError};
 use crate::domain::{SourceKind, time};
 use crate::telemetry::{labels, metrics};
 
 /// The longest `Retry-After` honoured by retrying in place; a longer one pauses the source.
-const MAX_IN_PLACE_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_IN_PLACE_WAIT: Duration = Duration::from_secs(300);
+
+/// The longest span DMS puts on a clock: a hundred years. Anything longer is "never", and
+/// capping it first keeps every `Instant + Duration` in range.
+const NEVER: Duration = Duration::from_secs(100 * 366 * 86_400);
+
+/// `now + d` on tokio's clock, saturating instead of overflowing.
+pub fn instant_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(NEVER)).unwrap_or(now)
+}
+
+/// An HTTP date in any of the three forms of RFC 9110 §5.6.7: IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`), the obsolete RFC 850 form (`Sunday, 06-Nov-94 08:49:37
+/// GMT`; two-digit years read as 1970–2069, as `httpdate` does) and asctime (`Sun Nov  6
+/// 08:49:37 1994`).
+pub fn http_date(value: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.trim()).ok()
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delta-seconds (a number too large for `u64` is
+/// the longest wait there is, not garbage) or an HTTP date, measured from `reference` (the
+/// response's `Date`, or now). A date in the past means "now"; anything else is `None`.
+/// The result is what the source asked; the gate caps it.
+pub fn parse_retry_after(value: &str, reference: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = http_date(value)?;
+    Some(at.duration_since(reference).unwrap_or(Duration::ZERO))
+}
 
 /// Retry and pause policy of one source.
 #[derive(Debug, Clone)]
@@ -59,6 +98,8 @@ pub struct SourceStatus {
     pub rate_limit: RateLimitStatus,
     pub requests_ok: u64,
     pub requests_failed: u64,
+    /// Requests sent, by the `outcome` label of `dms_fetch_requests_total`.
+    pub requests_by_outcome: BTreeMap<&'static str, u64>,
     pub last_error: Option<String>,
 }
 
@@ -77,6 +118,7 @@ struct State {
     paused_until: Option<(Instant, i64)>,
     ok: u64,
     failed: u64,
+    by_outcome: BTreeMap<FetchOutcome, u64>,
     last_error: Option<String>,
 }
 
@@ -146,23 +188,33 @@ impl SourceGate {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &SourceError| e.is_retryable())
-            .adjust(|e: &SourceError, delay| match e {
-                SourceError::RateLimited {
-                    retry_after: Some(ra), ..
-                } => {
-                    if *ra > MAX_IN_PLACE_WAIT {
-                        self.pause(*ra);
-                        None
-                    } else {
-                        delay.map(|d| d.max(*ra))
-                    }
+            .adjust(|e: &SourceError, delay| match self.wait_asked(e) {
+                Some(wait) if wait > MAX_IN_PLACE_WAIT => {
+                    self.pause(wait);
+                    None
                 }
-                _ => delay,
+                Some(wait) => delay.map(|d| d.max(wait)),
+                None => delay,
             })
             .notify(|e: &SourceError, delay: Duration| {
                 tracing::warn!(source = self.kind.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
             })
             .await
+    }
+
+    /// The wait a `Retry-After` asks for, capped by `pause_for`.
+    fn wait_asked(&self, e: &SourceError) -> Option<Duration> {
+        let asked = e.retry_after()?;
+        let cap = self.policy.pause_for;
+        if asked > cap {
+            tracing::warn!(
+                source = self.kind.as_str(),
+                retry_after_s = asked.as_secs(),
+                capped_to_s = cap.as_secs(),
+                "retry-after longer than pause_s; waiting pause_s"
+            );
+        }
+        Some(asked.min(cap))
     }
 
     fn check_paused(&self) -> Result<(), SourceError> {
@@ -188,8 +240,11 @@ impl SourceGate {
 
     fn pause(&self, for_: Duration) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let until = Instant::now() + for_;
-        let until_utc = chrono::Utc::now().timestamp() + for_.as_secs() as i64;
+        let for_ = for_.min(NEVER);
+        let until = instant_after(for_);
+        let until_utc = chrono::Utc::now()
+            .timestamp()
+            .saturating_add(for_.as_secs() as i64);
         st.paused_until = Some((until, until_utc));
         metrics()
             .source_paused
@@ -204,20 +259,21 @@ impl SourceGate {
     }
 
     fn record<T>(&self, r: &Result<T, SourceError>) {
-        let outcome = match r {
-            Ok(_) => "ok",
-            Err(SourceError::Paused { .. }) => return,
-            Err(e) => e.outcome(),
-        };
+        if let Err(SourceError::Paused { .. }) = r {
+            // Nothing was sent.
+            return;
+        }
+        let outcome = FetchOutcome::of(r);
         metrics()
             .fetch_requests
             .get_or_create(&labels([
                 ("source", self.kind.as_str()),
-                ("outcome", outcome),
+                ("outcome", outcome.as_str()),
             ]))
             .inc();
         let pause = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            *st.by_outcome.entry(outcome).or_default() += 1;
             match r {
                 Ok(_) => {
                     st.ok += 1;
@@ -271,6 +327,11 @@ impl SourceGate {
             },
             requests_ok: st.ok,
             requests_failed: st.failed,
+            requests_by_outcome: st
+                .by_outcome
+                .iter()
+                .map(|(o, n)| (o.as_str(), *n))
+                .collect(),
             last_error: st.last_error.clone(),
         }
     }
@@ -310,10 +371,7 @@ mod tests {
         let r = g
             .call(true, || async {
                 match calls.fetch_add(1, Ordering::SeqCst) {
-                    0 | 1 => Err(SourceError::Transient {
-                        src: SourceKind::Yahoo,
-                        message: "http 503".into(),
-                    }),
+                    0 | 1 => Err(SourceError::transient(SourceKind::Yahoo, "http 503")),
                     _ => Ok(7),
                 }
             })
@@ -357,6 +415,234 @@ mod tests {
             start.elapsed() >= Duration::from_secs(42),
             "{:?}",
             start.elapsed()
+        );
+    }
+
+    fn at(s: &str) -> SystemTime {
+        SystemTime::from(chrono::DateTime::parse_from_rfc3339(s).unwrap())
+    }
+
+    #[test]
+    fn retry_after_reads_delta_seconds_and_all_three_http_date_forms() {
+        let now = at("1994-11-06T08:48:37Z");
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(parse_retry_after("60", now), minute);
+        assert_eq!(parse_retry_after(" 60 ", now), minute);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            minute
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now),
+            minute
+        );
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), minute);
+        // A date in the past means now.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // Too large for u64 is still "a very long time", to be capped, not garbage.
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for garbage in [
+            "soon",
+            "",
+            "-5",
+            "1.5",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "0x10",
+        ] {
+            assert_eq!(parse_retry_after(garbage, now), None, "{garbage:?}");
+        }
+        // A far-future date in each form is a long, finite wait.
+        for far in [
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Friday, 31-Dec-60 23:59:59 GMT",
+            "Fri Dec 31 23:59:59 9999",
+        ] {
+            let d = parse_retry_after(far, now).unwrap();
+            assert!(d > Duration::from_secs(60 * 365 * 86_400), "{far}: {d:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instants_after_any_duration_do_not_overflow() {
+        let now = Instant::now();
+        assert!(instant_after(Duration::MAX) > now);
+        assert!(instant_after(Duration::from_secs(u64::MAX)) > now);
+        assert_eq!(instant_after(Duration::ZERO), now);
+    }
+
+    fn gate_pausing_for(pause_for: Duration) -> SourceGate {
+        SourceGate::new(
+            SourceKind::Yahoo,
+            RateLimiter::new(100, Duration::from_secs(60)),
+            GatePolicy {
+                max_retries: 3,
+                min_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(8),
+                pause_after: 5,
+                pause_for,
+            },
+        )
+    }
+
+    /// The pause as the status reports it, in seconds from now.
+    fn paused_for_s(g: &SourceGate) -> Option<i64> {
+        let until = g.status().paused_until?;
+        Some(time::parse_instant(&until).unwrap() - chrono::Utc::now().timestamp())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hostile_retry_after_pauses_the_source_for_at_most_pause_for() {
+        for asked in [1_000_000_000, u64::MAX] {
+            for limited in [
+                limited(Some(asked)),
+                SourceError::Transient {
+                    src: SourceKind::Yahoo,
+                    message: "http 503 service unavailable for AAPL".into(),
+                    retry_after: Some(Duration::from_secs(asked)),
+                },
+            ] {
+                let g = gate_pausing_for(Duration::from_secs(600));
+                let calls = AtomicU32::new(0);
+                let r: Result<(), _> = g
+                    .call(true, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Err(limited.clone())
+                    })
+                    .await;
+                assert_eq!(r.unwrap_err(), limited);
+                assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried in place");
+                let st = g.status();
+                assert!(st.paused, "{st:?}");
+                let s = paused_for_s(&g).unwrap();
+                assert!(
+                    (598..=600).contains(&s),
+                    "paused for {s}s after asking {asked}s"
+                );
+                tokio::time::advance(Duration::from_secs(601)).await;
+                assert_eq!(g.call(true, || async { Ok(1) }).await, Ok(1));
+                assert!(!g.status().paused);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_above_a_short_pause_for_waits_pause_for_in_place() {
+        let g = gate_pausing_for(Duration::from_secs(60));
+        let calls = AtomicU32::new(0);
+        let start = Instant::now();
+        let r = g
+            .call(true, || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(limited(Some(1_000_000_000))),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(r.is_ok());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "{waited:?}"
+        );
+        assert!(!g.status().paused);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_503_with_retry_after_is_retried_after_the_wait() {
+        let g = gate(0);
+        let calls = AtomicU32::new(0);
+        let start = Instant::now();
+        let r = g
+            .call(true, || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(SourceError::Transient {
+                        src: SourceKind::Yahoo,
+                        message: "http 503".into(),
+                        retry_after: Some(Duration::from_secs(42)),
+                    }),
+                    _ => Ok(()),
+                }
+            })
+            .await;
+        assert!(r.is_ok());
+        assert!(start.elapsed() >= Duration::from_secs(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_pause_s_does_not_overflow_the_clock() {
+        let g = gate_pausing_for(Duration::MAX);
+        for _ in 0..2 {
+            let _ = g.call(true, || async { Err::<(), _>(limited(None)) }).await;
+        }
+        let st = g.status();
+        assert!(st.paused, "{st:?}");
+        assert!(matches!(
+            g.call(true, || async { Ok(()) }).await,
+            Err(SourceError::Paused { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_request_is_counted_under_its_outcome() {
+        let g = SourceGate::new(
+            SourceKind::Yahoo,
+            RateLimiter::unlimited(),
+            GatePolicy {
+                max_retries: 0,
+                pause_after: 0,
+                ..GatePolicy::default()
+            },
+        );
+        let src = SourceKind::Yahoo;
+        let errors = [
+            limited(None),
+            SourceError::UnknownSymbol {
+                src,
+                symbol: "XYZ".into(),
+            },
+            SourceError::InvalidRequest {
+                src,
+                message: "parse error in the name only".into(),
+            },
+            SourceError::transient(src, "timed out, says the message"),
+            SourceError::Remote {
+                src,
+                message: "x".into(),
+            },
+            SourceError::Timeout {
+                src,
+                message: "x".into(),
+            },
+            SourceError::Malformed {
+                src,
+                message: "x".into(),
+            },
+        ];
+        for e in &errors {
+            let _ = g.call(true, || async { Err::<(), _>(e.clone()) }).await;
+        }
+        let _ = g.call(true, || async { Ok(()) }).await;
+        let by: Vec<(&str, u64)> = g.status().requests_by_outcome.into_iter().collect();
+        assert_eq!(
+            by,
+            [
+                ("client_error", 2),
+                ("ok", 1),
+                ("parse_error", 1),
+                ("rate_limited", 1),
+                ("server_error", 2),
+                ("timeout", 1),
+            ]
         );
     }
 

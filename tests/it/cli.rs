@@ -108,7 +108,8 @@ fn a_malformed_line_fails_the_file_and_writes_nothing_from_it() {
     let last = err.lines().last().unwrap();
     assert!(
         last.starts_with("error: ")
-            && last.contains("b_bad.csv:3: close: \"oops\" is not a number"),
+            && last.contains("b_bad.csv:3: close: not a number")
+            && !last.contains("oops"),
         "{err}"
     );
 

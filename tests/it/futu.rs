@@ -381,6 +381,39 @@ async fn paging_resends_the_key_until_the_last_page_and_only_the_first_counts() 
 }
 
 #[tokio::test]
+async fn an_opend_that_never_stops_paging_is_stopped_at_the_page_limit_of_the_range() {
+    let fake = FakeOpenD::start().await;
+    fake.set(|s| {
+        s.page_cap = 2;
+        s.endless_paging = true;
+    });
+    let days = (2..=5)
+        .map(|d| daily(&format!("2024-01-{d:02}"), 100.0 + d as f64))
+        .collect();
+    fake.add_klines("HK.00700", KL_DAY, days);
+    let src = FutuSource::new(&fake.config());
+    // Four days hold at most a page of daily bars; the limit adds four pages of slack.
+    let r = req("0700.HK", Interval::D1, "2024-01-02", "2024-01-06");
+    let e = tokio::time::timeout(Duration::from_secs(30), fetch(&src, r))
+        .await
+        .expect("paging ends")
+        .unwrap_err();
+    assert!(
+        matches!(&e, SourceError::Remote { .. }) && !e.is_retryable(),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "futu: paging for HK.00700 1d did not end after 5 pages, more than \
+         2024-01-02T00:00:00Z..2024-01-06T00:00:00Z can hold: opend keeps sending nextReqKey"
+    );
+    let kls = fake.kl_requests();
+    assert_eq!(kls.len(), 5, "five pages sent, no sixth");
+    assert!(kls[4].next_req_key.is_some());
+    assert_clean(&fake);
+}
+
+#[tokio::test]
 async fn opend_refusals_become_typed_errors_with_opend_s_message() {
     let fake = FakeOpenD::start().await;
     fake.add_klines("HK.00700", KL_DAY, vec![daily("2024-01-02", 380.0)]);
@@ -587,7 +620,7 @@ async fn a_request_that_gets_no_reply_times_out_and_the_connection_stays_usable(
         e.to_string(),
         "futu: Qot_RequestHistoryKL timed out after 20s"
     );
-    assert_eq!(e.outcome(), "timeout");
+    assert_eq!(e.outcome().as_str(), "timeout");
     assert_eq!(bars_of(&fetch(&src, r()).await.unwrap()).len(), 1);
     assert_eq!(fake.connections(), 1);
     assert_clean(&fake);

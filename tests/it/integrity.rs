@@ -298,7 +298,8 @@ async fn an_upload_as_the_body_or_as_a_form_imports_the_file() {
         .unwrap();
     let body: serde_json::Value = resp.json().await.unwrap();
     let err = body["files"][0]["error"].as_str().unwrap_or_default();
-    assert!(err.contains(":3:"), "{body}");
+    assert!(err.contains(":3:") && err.contains("close"), "{body}");
+    assert!(!err.contains("xyzzy"), "the error quotes the file: {err}");
     assert!(closes(&app, "IBM").await.is_empty());
 }
 

@@ -482,7 +482,7 @@ async fn an_unknown_symbol_fails_with_not_found_and_is_not_retried() {
     let run = fetch_into(&src, &s.store, &req).await;
     let e = run.error.expect("an error");
     assert_eq!(e.to_string(), "yahoo: symbol XYZ not found");
-    assert_eq!(e.outcome(), "client_error");
+    assert_eq!(e.outcome().as_str(), "client_error");
     assert_eq!(mock.requests().len(), 1);
     // The recorded body, served by a route, maps the same way.
     mock.serve_fixture("GONE", "1d", "error_not_found.json");
@@ -596,6 +596,201 @@ async fn five_429s_in_a_row_pause_the_source_and_status_shows_it() {
     assert_eq!(run.written, 0);
 }
 
+/// `Retry-After` values no source may be obeyed on: 31 years, more seconds than `u64` holds,
+/// and a far-future date in each of the three HTTP-date forms.
+fn hostile_retry_afters() -> Vec<String> {
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap();
+    vec![
+        "1000000000".into(),
+        "18446744073709551615".into(),
+        at("2094-11-06T08:49:37Z")
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string(),
+        // RFC 850's two-digit year: 60 is 2060.
+        at("2060-11-06T08:49:37Z")
+            .format("%A, %d-%b-%y %H:%M:%S GMT")
+            .to_string(),
+        at("2094-11-06T08:49:37Z")
+            .format("%a %b %e %H:%M:%S %Y")
+            .to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn a_hostile_retry_after_on_429_or_503_pauses_yahoo_for_at_most_pause_s() {
+    let req = request(
+        "AAPL",
+        Interval::D1,
+        "2020-08-31",
+        "2020-11-07",
+        "2025-02-22",
+    );
+    for value in hostile_retry_afters() {
+        for fault in [
+            Fault::TooManyRequests {
+                retry_after: Some(value.clone()),
+            },
+            Fault::ServiceUnavailable {
+                retry_after: Some(value.clone()),
+            },
+        ] {
+            let mock = MockYahoo::start().await;
+            mock.serve_fixture("AAPL", "1d", AAPL_1D);
+            mock.fail_always("AAPL", fault.clone());
+            // pause_s = 600 (the policy's pause_for).
+            let src = source(&mock, 3);
+            let s = store();
+            let before = chrono::Utc::now().timestamp();
+            let run = fetch_into(&src, &s.store, &req).await;
+            let e = run.error.expect("an error");
+            assert!(e.is_retryable(), "{fault:?}: {e}");
+            assert_eq!(mock.requests().len(), 1, "{fault:?}: not retried in place");
+            let st = src.status();
+            assert!(st.paused, "{fault:?}: {st:?}");
+            let until = t(st.paused_until.as_deref().unwrap());
+            let after = chrono::Utc::now().timestamp();
+            assert!(
+                until >= before + 600 && until <= after + 600,
+                "{fault:?}: paused until {} (now {})",
+                time::rfc3339(until),
+                time::rfc3339(after)
+            );
+            // Paused: the next fetch sends nothing.
+            let run = fetch_into(&src, &s.store, &req).await;
+            assert!(matches!(run.error, Some(SourceError::Paused { .. })));
+            assert_eq!(mock.requests().len(), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_retry_after_is_ignored_and_the_request_retried_after_backoff() {
+    let req = request(
+        "AAPL",
+        Interval::D1,
+        "2020-08-31",
+        "2020-11-07",
+        "2025-02-22",
+    );
+    for garbage in ["soon", "-5", "1.5", "Sun, 32 Nov 1994 08:49:37 GMT"] {
+        for fault in [
+            Fault::TooManyRequests {
+                retry_after: Some(garbage.into()),
+            },
+            Fault::ServiceUnavailable {
+                retry_after: Some(garbage.into()),
+            },
+        ] {
+            let mock = MockYahoo::start().await;
+            mock.serve_fixture("AAPL", "1d", AAPL_1D);
+            mock.fail_next("AAPL", [fault.clone()]);
+            let src = source(&mock, 3);
+            let s = store();
+            let run = fetch_into(&src, &s.store, &req).await;
+            assert!(run.error.is_none(), "{fault:?}: {:?}", run.error);
+            assert_eq!(run.written, 49);
+            assert_eq!(mock.requests().len(), 2, "{fault:?}");
+            assert!(!src.status().paused);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_503_with_a_short_retry_after_is_retried_after_waiting() {
+    let mock = MockYahoo::start().await;
+    mock.serve_fixture("AAPL", "1d", AAPL_1D);
+    mock.fail_next(
+        "AAPL",
+        [Fault::ServiceUnavailable {
+            retry_after: Some("1".into()),
+        }],
+    );
+    let src = source(&mock, 3);
+    let s = store();
+    let req = request(
+        "AAPL",
+        Interval::D1,
+        "2020-08-31",
+        "2020-11-07",
+        "2025-02-22",
+    );
+    let started = Instant::now();
+    let run = fetch_into(&src, &s.store, &req).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.written, 49);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited only {:?}",
+        started.elapsed()
+    );
+}
+
+/// `dms_fetch_requests_total{source="yahoo", outcome}` now.
+fn fetch_requests(outcome: &str) -> u64 {
+    dms::telemetry::metrics()
+        .fetch_requests
+        .get_or_create(&dms::telemetry::labels([
+            ("source", "yahoo"),
+            ("outcome", outcome),
+        ]))
+        .get()
+}
+
+#[tokio::test]
+async fn each_fault_of_yahoo_is_counted_under_its_outcome_label() {
+    let cases = [
+        (None, "ok"),
+        (
+            Some(Fault::TooManyRequests { retry_after: None }),
+            "rate_limited",
+        ),
+        (Some(Fault::ServerError), "server_error"),
+        (
+            Some(Fault::ServiceUnavailable { retry_after: None }),
+            "server_error",
+        ),
+        (Some(Fault::Html), "server_error"),
+        (Some(Fault::TruncatedJson), "parse_error"),
+        (Some(Fault::Slow(Duration::from_secs(5))), "timeout"),
+        (Some(Fault::NotFound), "client_error"),
+        (
+            Some(Fault::Unprocessable("timed out parse error".into())),
+            "client_error",
+        ),
+        (
+            Some(Fault::BadRequest("Invalid input".into())),
+            "client_error",
+        ),
+    ];
+    let req = request(
+        "AAPL",
+        Interval::D1,
+        "2020-08-31",
+        "2020-11-07",
+        "2025-02-22",
+    );
+    for (fault, label) in cases {
+        let mock = MockYahoo::start().await;
+        mock.serve_fixture("AAPL", "1d", AAPL_1D);
+        if let Some(f) = &fault {
+            mock.fail_next("AAPL", [f.clone()]);
+        }
+        let src = YahooSource::with_policy(&config(&mock, 1), policy(0, 5)).unwrap();
+        let s = store();
+        let before = fetch_requests(label);
+        let run = fetch_into(&src, &s.store, &req).await;
+        match &run.error {
+            Some(e) => assert_eq!(e.outcome().as_str(), label, "{fault:?}: {e}"),
+            None => assert_eq!(label, "ok", "{fault:?} did not fail"),
+        }
+        // This source's own tally is exact; the process-wide counter is shared with
+        // concurrent tests, so it has grown by at least this request.
+        let by: Vec<(&str, u64)> = src.status().requests_by_outcome.into_iter().collect();
+        assert_eq!(by, [(label, 1)], "{fault:?}");
+        assert!(fetch_requests(label) > before, "{fault:?}");
+    }
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_and_then_succeed() {
     let mock = MockYahoo::start().await;
@@ -637,7 +832,7 @@ async fn a_maintenance_page_is_retried_as_a_server_error() {
     let run = fetch_into(&src, &s.store, &req).await;
     let e = run.error.expect("an error");
     assert!(e.to_string().contains("html"), "{e}");
-    assert_eq!(e.outcome(), "server_error");
+    assert_eq!(e.outcome().as_str(), "server_error");
     assert_eq!(mock.requests().len(), 2 + 3);
 }
 
@@ -658,7 +853,7 @@ async fn truncated_json_is_retried_then_fails_with_nothing_written() {
     let run = fetch_into(&src, &s.store, &req).await;
     let e = run.error.expect("an error");
     assert!(e.is_retryable());
-    assert_eq!(e.outcome(), "parse_error", "{e}");
+    assert_eq!(e.outcome().as_str(), "parse_error", "{e}");
     assert!(run.pages.is_empty());
     assert_eq!(mock.requests().len(), 3);
     assert!(s.store.list_series().await.unwrap().is_empty());
@@ -689,7 +884,7 @@ async fn a_slow_response_times_out_and_is_labelled_a_timeout() {
     let run = fetch_into(&src, &s.store, &req).await;
     let e = run.error.expect("an error");
     assert_eq!(e.to_string(), "yahoo: request for AAPL timed out after 1s");
-    assert_eq!(e.outcome(), "timeout");
+    assert_eq!(e.outcome().as_str(), "timeout");
     assert_eq!(mock.requests().len(), 2);
     assert!(
         started.elapsed() < Duration::from_secs(8),

@@ -51,7 +51,7 @@ use super::error::Refusal;
 use super::frame::{self, Frame};
 use super::proto::{self, Proto, Request, Response, ids, init_connect, keep_alive};
 use crate::domain::SourceKind;
-use crate::source::SourceError;
+use crate::source::{SourceError, gate};
 
 /// Used when OpenD returns a non-positive `keepAliveInterval`.
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -156,7 +156,7 @@ impl Client {
         let reply = match tokio::time::timeout(self.cfg.timeout, exchange).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(transient(format!(
+                return Err(timeout(format!(
                     "{} timed out after {}s",
                     P::NAME,
                     self.cfg.timeout.as_secs_f64()
@@ -165,7 +165,7 @@ impl Client {
             }
         };
         let response = Response::<P::S2c>::decode(reply.body)
-            .map_err(|e| transient(format!("cannot parse {} reply: {e}", P::NAME)))?;
+            .map_err(|e| malformed(format!("cannot parse {} reply: {e}", P::NAME)))?;
         if response.ret_type != proto::ret_type::SUCCEED {
             return Err(CallError::Refused(Refusal {
                 proto: P::NAME,
@@ -184,7 +184,18 @@ impl Client {
 
 /// `message` is shown after `futu: `.
 fn transient(message: String) -> SourceError {
-    SourceError::Transient {
+    SourceError::transient(SourceKind::Futu, message)
+}
+
+fn timeout(message: String) -> SourceError {
+    SourceError::Timeout {
+        src: SourceKind::Futu,
+        message,
+    }
+}
+
+fn malformed(message: String) -> SourceError {
+    SourceError::Malformed {
         src: SourceKind::Futu,
         message,
     }
@@ -322,7 +333,7 @@ impl ConnectionTask {
             }
         }
         let serial = self.next_serial();
-        let deadline = Instant::now() + self.cfg.timeout;
+        let deadline = gate::instant_after(self.cfg.timeout);
         let Some(live) = self.live.as_mut() else {
             return;
         };
@@ -354,10 +365,10 @@ impl ConnectionTask {
                     },
                 );
             }
-            Err(reason) => {
-                let _ = c.reply.send(Err(transient(reason.clone())));
+            Err(failed) => {
+                let _ = c.reply.send(Err(failed.error()));
                 // A failed or timed-out write may have left half a packet on the wire.
-                self.disconnect(reason);
+                self.disconnect(failed.reason);
             }
         }
     }
@@ -399,7 +410,7 @@ impl ConnectionTask {
 
     async fn on_keepalive(&mut self) {
         let serial = self.next_serial();
-        let deadline = Instant::now() + self.cfg.timeout;
+        let deadline = gate::instant_after(self.cfg.timeout);
         let Some(live) = self.live.as_mut() else {
             return;
         };
@@ -427,7 +438,7 @@ impl ConnectionTask {
         .await;
         match written {
             Ok(()) => tracing::trace!(source = "futu", serial, "keepalive sent"),
-            Err(reason) => self.disconnect(reason),
+            Err(failed) => self.disconnect(failed.reason),
         }
     }
 
@@ -452,7 +463,7 @@ impl ConnectionTask {
     /// Opens a connection and performs InitConnect.
     async fn connect(&mut self) -> Result<Live, SourceError> {
         let cfg = self.cfg.clone();
-        let deadline = Instant::now() + cfg.timeout;
+        let deadline = gate::instant_after(cfg.timeout);
         let secs = cfg.timeout.as_secs_f64();
         let stream =
             match timeout_at(deadline, TcpStream::connect((cfg.host.as_str(), cfg.port))).await {
@@ -464,7 +475,7 @@ impl ConnectionTask {
                     )));
                 }
                 Err(_) => {
-                    return Err(transient(format!(
+                    return Err(timeout(format!(
                         "connect to opend at {}:{} timed out after {secs}s",
                         cfg.host, cfg.port
                     )));
@@ -498,7 +509,7 @@ impl ConnectionTask {
             "InitConnect",
         )
         .await
-        .map_err(transient)?;
+        .map_err(|f| f.error())?;
         let reply = loop {
             match timeout_at(deadline, events.recv()).await {
                 Ok(Some(Event::Frame(f)))
@@ -515,12 +526,12 @@ impl ConnectionTask {
                 Ok(Some(Event::Closed(reason))) => return Err(transient(reason)),
                 Ok(None) => return Err(transient("the connection reader stopped".into())),
                 Err(_) => {
-                    return Err(transient(format!("InitConnect timed out after {secs}s")));
+                    return Err(timeout(format!("InitConnect timed out after {secs}s")));
                 }
             }
         };
         let response = Response::<init_connect::S2c>::decode(reply.body)
-            .map_err(|e| transient(format!("cannot parse InitConnect reply: {e}")))?;
+            .map_err(|e| malformed(format!("cannot parse InitConnect reply: {e}")))?;
         if response.ret_type != proto::ret_type::SUCCEED {
             return Err(Refusal {
                 proto: init_connect::Proto::NAME,
@@ -546,7 +557,7 @@ impl ConnectionTask {
             }
         };
         let period = keep_alive.mul_f64(0.8);
-        let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+        let mut keepalive = tokio::time::interval_at(gate::instant_after(period), period);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let info = ConnInfo {
             conn_id: s2c.conn_id,
@@ -576,6 +587,22 @@ impl ConnectionTask {
     }
 }
 
+/// Why a frame could not be written; the connection is unusable after it.
+struct WriteFailed {
+    reason: String,
+    timed_out: bool,
+}
+
+impl WriteFailed {
+    fn error(&self) -> SourceError {
+        if self.timed_out {
+            timeout(self.reason.clone())
+        } else {
+            transient(self.reason.clone())
+        }
+    }
+}
+
 async fn write_frame(
     writer: &mut OwnedWriteHalf,
     proto_id: u32,
@@ -583,13 +610,19 @@ async fn write_frame(
     body: &[u8],
     deadline: Instant,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), WriteFailed> {
     let mut buf = BytesMut::new();
     frame::encode(&mut buf, proto_id, serial, body);
     match timeout_at(deadline, writer.write_all(&buf)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot send {name} to opend: {e}")),
-        Err(_) => Err(format!("sending {name} to opend timed out")),
+        Ok(Err(e)) => Err(WriteFailed {
+            reason: format!("cannot send {name} to opend: {e}"),
+            timed_out: false,
+        }),
+        Err(_) => Err(WriteFailed {
+            reason: format!("sending {name} to opend timed out"),
+            timed_out: true,
+        }),
     }
 }
 

@@ -106,10 +106,14 @@ impl Refusal {
                     message: format!("{} refused: {}", self.proto, detail()),
                 },
             },
-            RefusalKind::Transient => SourceError::Transient {
+            RefusalKind::Transient if self.ret_type == ret_type::TIME_OUT => SourceError::Timeout {
                 src,
-                message: format!("{} failed inside opend: {}", self.proto, detail()),
+                message: format!("{} timed out inside opend: {}", self.proto, detail()),
             },
+            RefusalKind::Transient => SourceError::transient(
+                src,
+                format!("{} failed inside opend: {}", self.proto, detail()),
+            ),
             RefusalKind::Other => SourceError::Remote {
                 src,
                 message: format!("{} refused: {}", self.proto, detail()),

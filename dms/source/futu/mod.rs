@@ -14,7 +14,9 @@
 //! [`FetchRequest`] → Futu code (`FetchRequest::futu_code` or [`Symbol::futu_code`]) and
 //! `KLType` (an interval OpenD does not serve, `2m`, is refused before anything is sent) → the
 //! quota is checked if the security is new → Qot_RequestHistoryKL pages of at most 1000 bars,
-//! resent with `nextReqKey` until OpenD stops sending one. Every page goes through the shared
+//! resent with `nextReqKey` until OpenD stops sending one — but never more pages than the range
+//! can fill ([`page_limit`]): an OpenD that keeps sending keys fails the download with an error
+//! instead of paging forever. Every page goes through the shared
 //! [`SourceGate`], but only the first page of each security counts against the rate limit
 //! (`requests_per_30s`, 60 per 30 s by default), as OpenD counts them. Each reply becomes one
 //! [`Page`], so memory stays bounded whatever the range.
@@ -79,6 +81,24 @@ const PAGE_SIZE: i32 = 1000;
 const CLIENT_VER: i32 = 300;
 /// Pages in a row that bring no K-lines but still a `nextReqKey` before DMS gives up.
 const MAX_EMPTY_PAGES: u32 = 16;
+
+/// The most pages a download of `range` may take: the most bars the range could hold for the
+/// interval — every minute of every day for intraday bars (sessions are far shorter), the end
+/// widened as [`parse::request_window`] widens it, nothing after `now` + 1 day — at
+/// [`PAGE_SIZE`] a page, plus a quarter and four pages of slack for short pages.
+fn page_limit(interval: Interval, range: TimeRange, now: i64) -> u32 {
+    let widen = match interval {
+        Interval::W1 => 6 * 86_400,
+        Interval::Mo1 => 31 * 86_400,
+        _ => 0,
+    };
+    let start = range.start().max(0);
+    let end = range.end().min(now.saturating_add(86_400));
+    let span = end.saturating_sub(start).max(0).saturating_add(widen);
+    let bars = (span / interval.nominal_secs()).unsigned_abs() + 2;
+    let pages = bars.div_ceil(PAGE_SIZE as u64);
+    u32::try_from(pages + pages / 4 + 4).unwrap_or(u32::MAX)
+}
 
 /// The Futu OpenD source. Build one per process and share it: it owns the connection to
 /// OpenD, the rate limiter every job shares, and the quota bookkeeping. Its connection task is
@@ -190,10 +210,10 @@ impl Inner {
                 },
             }
         }
-        Err(SourceError::Transient {
-            src: SourceKind::Futu,
-            message: format!("history quota check for {code} did not settle"),
-        })
+        Err(SourceError::transient(
+            SourceKind::Futu,
+            format!("history quota check for {code} did not settle"),
+        ))
     }
 
     /// One page of 3103.
@@ -307,6 +327,8 @@ struct Target {
     now: i64,
     /// The first page's request; later pages add `nextReqKey`.
     request: history_kl::C2s,
+    /// [`page_limit`] of the range.
+    max_pages: u32,
 }
 
 impl Target {
@@ -359,6 +381,7 @@ impl Target {
             range: req.range,
             now: req.now,
             request,
+            max_pages: page_limit(interval, req.range, req.now),
         }))
     }
 }
@@ -386,6 +409,27 @@ impl Paging {
         let first = self.pages == 0;
         if first {
             self.inner.admit(&t.code.display).await?;
+        }
+        if self.pages >= t.max_pages {
+            tracing::warn!(
+                source = "futu",
+                symbol = %t.symbol,
+                interval = %t.interval,
+                code = %t.code,
+                pages = self.pages,
+                "opend keeps paging past what the range can hold; giving up"
+            );
+            return Err(SourceError::Remote {
+                src: SourceKind::Futu,
+                message: format!(
+                    "paging for {} {} did not end after {} pages, more than {}..{} can hold: opend keeps sending nextReqKey",
+                    t.code,
+                    t.interval,
+                    self.pages,
+                    crate::domain::time::rfc3339(t.range.start()),
+                    crate::domain::time::rfc3339(t.range.end()),
+                ),
+            });
         }
         let mut c2s = t.request.clone();
         c2s.next_req_key = self.next_key.clone();
@@ -602,6 +646,28 @@ mod tests {
             ("2024-01-02 00:00:00", "2024-01-04 23:59:59")
         );
         assert_eq!(r.max_ack_kl_num, Some(1000));
+    }
+
+    #[test]
+    fn the_page_limit_covers_the_range_with_slack_and_stays_finite() {
+        let range = |a: &str, b: &str| {
+            TimeRange::new(parse_instant(a).unwrap(), parse_instant(b).unwrap()).unwrap()
+        };
+        let now = parse_instant("2025-01-01").unwrap();
+        // Three days of daily bars fit one page.
+        assert_eq!(
+            page_limit(Interval::D1, range("2024-01-02", "2024-01-05"), now),
+            5
+        );
+        // Ten years of minutes: 5,258,880 minutes, 5,259 pages, plus a quarter and four.
+        let ten_years = range("2014-01-01", "2024-01-01");
+        assert_eq!(page_limit(Interval::M1, ten_years, now), 6_577);
+        // A range reaching far past now counts only up to now; TimeRange::ALL is finite.
+        assert_eq!(
+            page_limit(Interval::D1, range("2024-01-01", "2224-01-01"), now),
+            page_limit(Interval::D1, range("2024-01-01", "2025-01-02"), now)
+        );
+        assert!(page_limit(Interval::M1, TimeRange::ALL, now) < 100_000);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! The rules (reasoning in the [module doc of `futu`](super)):
 //! - `time` is market-local wall time; it is converted with the market's time zone
 //!   ([`Market::timezone`], DST-aware through [`time::local_to_utc`]).
-//! - Daily, weekly and monthly bars: the date of `time` is the session date; the bar is stamped
-//!   at 00:00 UTC of the period's start ([`Interval::period_start`]).
+//! - Daily, weekly and monthly bars: the date of `time` is the session date (DMS's one rule
+//!   for a zoneless date-time, [`time::session_date`]); the bar is stamped at 00:00 UTC of the
+//!   period's start ([`Interval::stamp`]).
 //! - Intraday bars: `time` labels the bar's **end**; the bar is stamped at its start,
 //!   `end − interval`, but never before the previous bar's end (HK's 11:30–12:00 hourly bar
 //!   starts at 11:30, not 11:00) and never before the regular open when it ends at or after it
@@ -120,7 +121,10 @@ impl KLineParser {
 
     fn stamp(&mut self, label: NaiveDateTime) -> i64 {
         if !self.interval.is_intraday() {
-            return self.interval.period_start(label.date());
+            // DMS's one rule: a zoneless date-time is its date.
+            return self
+                .interval
+                .stamp(time::WrittenTime::Naive(label), self.tz);
         }
         let mut start = label - chrono::Duration::seconds(self.interval.nominal_secs());
         if let Some(prev) = self.prev_label

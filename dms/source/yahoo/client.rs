@@ -7,23 +7,23 @@
 //! - 404 with Yahoo's JSON `chart.error` → [`SourceError::UnknownSymbol`]; a 404 without it
 //!   (seen during outages) → transient;
 //! - 400 / 422 → [`SourceError::InvalidRequest`] carrying Yahoo's description;
-//! - 429 (a plain-text body) → [`SourceError::RateLimited`] with `Retry-After`, given in seconds
-//!   or as an HTTP date;
-//! - 5xx, 408, timeouts, connection and body errors → [`SourceError::Transient`], whose message
-//!   says "timed out" for timeouts so that [`SourceError::outcome`] labels them;
+//! - 429 (a plain-text body) → [`SourceError::RateLimited`] with its `Retry-After`, and 503
+//!   → [`SourceError::Transient`] with its `Retry-After`: seconds or any of the three HTTP
+//!   date forms ([`gate::parse_retry_after`]; the gate caps the wait);
+//! - 5xx, 408, connection and body errors → [`SourceError::Transient`]; timeouts →
+//!   [`SourceError::Timeout`];
 //! - 401 / 403 and anything else → [`SourceError::Remote`] (not retried: Yahoo is refusing us).
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{DATE, RETRY_AFTER};
 
 use super::parse::{chart_error, error_of};
 use crate::config::YahooConfig;
 use crate::domain::{Interval, SourceKind};
-use crate::source::SourceError;
+use crate::source::{SourceError, gate};
 
 const SRC: SourceKind = SourceKind::Yahoo;
 
@@ -31,21 +31,6 @@ const SRC: SourceKind = SourceKind::Yahoo;
 /// bars ~3 MB). Anything far larger is not a chart response and is refused before it fills
 /// memory.
 const MAX_BODY: usize = 256 << 20;
-
-/// Yahoo's name for an interval. `1h` is sent as `1h` (Yahoo also accepts `60m`).
-pub fn yahoo_interval(i: Interval) -> &'static str {
-    match i {
-        Interval::M1 => "1m",
-        Interval::M2 => "2m",
-        Interval::M5 => "5m",
-        Interval::M15 => "15m",
-        Interval::M30 => "30m",
-        Interval::H1 => "1h",
-        Interval::D1 => "1d",
-        Interval::W1 => "1wk",
-        Interval::Mo1 => "1mo",
-    }
-}
 
 /// Why the Yahoo source could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +98,8 @@ impl ChartClient {
         span: Span,
     ) -> Result<Bytes, SourceError> {
         let mut query: Vec<(&str, String)> =
-            vec![("interval", yahoo_interval(interval).to_string())];
+            // Yahoo's interval names are DMS's (`1h` is sent as `1h`; Yahoo also accepts `60m`).
+            vec![("interval", interval.as_str().to_string())];
         match span {
             Span::Period { period1, period2 } => {
                 query.push(("period1", period1.to_string()));
@@ -166,12 +152,16 @@ impl ChartClient {
     }
 
     fn request_error(&self, symbol: &str, e: &reqwest::Error) -> SourceError {
-        let message = if e.is_timeout() {
-            format!(
-                "request for {symbol} timed out after {}s",
-                self.timeout.as_secs()
-            )
-        } else if e.is_connect() {
+        if e.is_timeout() {
+            return SourceError::Timeout {
+                src: SRC,
+                message: format!(
+                    "request for {symbol} timed out after {}s",
+                    self.timeout.as_secs()
+                ),
+            };
+        }
+        let message = if e.is_connect() {
             let host = self.base.host_str().unwrap_or("?");
             format!("cannot connect to {host}: {}", source_chain(e))
         } else if e.is_body() || e.is_decode() {
@@ -179,7 +169,7 @@ impl ChartClient {
         } else {
             format!("request for {symbol} failed: {}", source_chain(e))
         };
-        SourceError::Transient { src: SRC, message }
+        SourceError::transient(SRC, message)
     }
 }
 
@@ -231,28 +221,15 @@ fn status_error(
     let chart = || error_of(body);
     let code = status.as_u16();
     match code {
-        429 => {
-            let reference = headers
-                .get(DATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
-                .map(|d| d.with_timezone(&Utc))
-                .unwrap_or_else(Utc::now);
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, reference));
-            SourceError::RateLimited {
-                src: SRC,
-                retry_after,
-            }
-        }
+        429 => SourceError::RateLimited {
+            src: SRC,
+            retry_after: retry_after(headers),
+        },
         404 => match chart() {
             Some(err) => chart_error(symbol, &err),
-            None => SourceError::Transient {
-                src: SRC,
-                message: format!("http 404 for {symbol} without a chart error"),
-            },
+            None => {
+                SourceError::transient(SRC, format!("http 404 for {symbol} without a chart error"))
+            }
         },
         400 | 422 => {
             let message = match chart() {
@@ -276,6 +253,7 @@ fn status_error(
         408 | 500..=599 => SourceError::Transient {
             src: SRC,
             message: format!("http {code} {} for {symbol}", reason(status)),
+            retry_after: (code == 503).then(|| retry_after(headers)).flatten(),
         },
         _ => SourceError::Remote {
             src: SRC,
@@ -303,39 +281,20 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT` (RFC 9110 §10.2.3). A
-/// date in the past means "now".
-pub(super) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+/// The `Retry-After` of a response, as asked: an HTTP date is measured from the response's own
+/// `Date` (so that a skewed local clock does not stretch or cut the wait), or from now when it
+/// has none. `None` when absent or unreadable.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let reference = text(DATE)
+        .and_then(gate::http_date)
+        .unwrap_or_else(std::time::SystemTime::now);
+    gate::parse_retry_after(text(RETRY_AFTER)?, reference)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
 
     #[test]
     fn symbols_are_percent_encoded_in_the_path() {
@@ -397,7 +356,7 @@ mod tests {
         );
         assert_eq!(e.to_string(), "yahoo: rate limited, retry in 7s");
         let e = status_error("AAPL", StatusCode::SERVICE_UNAVAILABLE, &h, b"");
-        assert_eq!(e.outcome(), "server_error");
+        assert_eq!(e.outcome(), crate::source::FetchOutcome::ServerError);
         assert!(e.is_retryable());
         let e = status_error("AAPL", StatusCode::FORBIDDEN, &h, b"denied");
         assert!(!e.is_retryable());

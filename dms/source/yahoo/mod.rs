@@ -21,7 +21,8 @@
 //!
 //! # Gate
 //! Every request, pings included, goes through one [`SourceGate`] per source: the shared rate
-//! limiter, retries with backoff honouring `Retry-After`, and the pause after repeated refusals.
+//! limiter, retries with backoff honouring `Retry-After` (429 and 503, capped by `pause_s`), and
+//! the pause after repeated refusals.
 //! A response is fetched and parsed inside one gate attempt, so a truncated or garbled body is
 //! retried like a 5xx, and a response that fails to parse yields nothing at all. Parsing runs
 //! on the blocking pool: a long response is tens of milliseconds of CPU.

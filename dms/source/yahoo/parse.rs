@@ -3,10 +3,11 @@
 //!
 //! What a bar goes through, in order (each drop is counted in [`Dropped`]):
 //! 1. **Stamp** (DESIGN §1). Intraday bars keep Yahoo's start instant. Daily and longer bars
-//!    are dated in `meta.exchangeTimezoneName` (never `gmtoffset`, which describes the exchange
-//!    at fetch time), with yfinance's fix for bars Yahoo stamps at 22:00/23:00 local the evening
-//!    before, then snapped by [`Interval::period_start`] (daily → the date, weekly → Monday,
-//!    monthly → the 1st) and stamped at 00:00 UTC.
+//!    are dated by DMS's one rule for an instant ([`time::session_date`]) in
+//!    `meta.exchangeTimezoneName` (never `gmtoffset`, which describes the exchange at fetch
+//!    time), with yfinance's fix for bars Yahoo stamps at 22:00/23:00 local the evening before,
+//!    then snapped by [`Interval::period_start`] (daily → the date, weekly → Monday, monthly →
+//!    the 1st) and stamped at 00:00 UTC.
 //! 2. **Out of range** (`out_of_range`): a stamp outside the request window, anything at or after
 //!    `period2` (Yahoo appends a phantom "latest price" bar after the end), and pre/post-market
 //!    bars that Yahoo labels as such in `tradingPeriods` although DMS asks with
@@ -93,7 +94,7 @@ fn result_parts<'a>(symbol: &str, body: &'a [u8]) -> Result<Parts<'a>, SourceErr
         ));
     }
     let chart = skeleton::chart(body)
-        .map_err(|e| transient(format!("parse error in chart response for {symbol}: {e}")))?;
+        .map_err(|e| malformed(format!("parse error in chart response for {symbol}: {e}")))?;
     if let Some(parts) = chart.result {
         return Ok(parts);
     }
@@ -114,7 +115,7 @@ fn small_part<T: DeserializeOwned>(
 ) -> Result<Option<T>, SourceError> {
     raw.map(|r| {
         serde_json::from_slice(r).map_err(|e| {
-            transient(format!(
+            malformed(format!(
                 "parse error in chart response for {symbol}: {name}: {e}"
             ))
         })
@@ -174,11 +175,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn transient(message: String) -> SourceError {
-    SourceError::Transient { src: SRC, message }
+    SourceError::transient(SRC, message)
+}
+
+/// A body that does not parse as a chart response: retried like a transfer error.
+fn malformed(message: String) -> SourceError {
+    SourceError::Malformed { src: SRC, message }
 }
 
 fn protocol(spec: &ChartSpec<'_>, what: String) -> SourceError {
-    transient(format!(
+    malformed(format!(
         "parse error in chart response for {}: {what}",
         spec.symbol
     ))
@@ -318,7 +324,7 @@ fn page_from_parts(parts: &Parts<'_>, spec: &ChartSpec<'_>) -> Result<Page, Sour
 fn granularity_matches(interval: Interval, g: &str) -> bool {
     match interval {
         Interval::H1 => g == "1h" || g == "60m",
-        i => g == super::client::yahoo_interval(i),
+        i => g == i.as_str(),
     }
 }
 
@@ -455,20 +461,22 @@ fn period_bounds(p: Period) -> Option<(i64, i64)> {
     (s < e).then_some((s, e))
 }
 
-/// The exchange-local date of a daily-or-longer bar stamped at `raw`. Yahoo sometimes stamps
-/// such bars at 22:00 or 23:00 local the evening before (DST mistakes); those belong to the
-/// next day (yfinance `fix_Yahoo_dst_issue`).
+/// The session date of a daily-or-longer bar Yahoo stamped at `raw`: DMS's one rule for an
+/// instant ([`time::session_date`]: its exchange-local date, or its UTC date at 00:00 UTC),
+/// with one Yahoo fix. Yahoo sometimes stamps such bars at 22:00 or 23:00 local the evening
+/// before (DST mistakes); those belong to the next day (yfinance `fix_Yahoo_dst_issue`). The
+/// two agree wherever both apply: 22:00–23:59 local is 00:00 UTC only at offsets −1 and −2,
+/// where the next local day is that UTC date.
 fn session_date(raw: i64, tz: Tz) -> NaiveDate {
     let Some(utc) = DateTime::from_timestamp(raw, 0) else {
         return NaiveDate::MIN;
     };
     let local = utc.with_timezone(&tz);
-    let date = local.date_naive();
     if local.hour() >= 22 {
-        date.succ_opt().unwrap_or(date)
-    } else {
-        date
+        let date = local.date_naive();
+        return date.succ_opt().unwrap_or(date);
     }
+    time::session_date(time::WrittenTime::Instant(raw), tz)
 }
 
 /// First and last calendar date of the daily-or-longer bar stamped `stamp`.
@@ -562,6 +570,7 @@ fn actions(ev: &Events, ctx: &Ctx, spec: &ChartSpec<'_>) -> Vec<CorporateAction>
 mod tests {
     use super::*;
     use crate::domain::ActionKind;
+    use crate::source::FetchOutcome;
 
     const AAPL_1D: &str =
         include_str!("../../../tests/fixtures/yahoo/AAPL_1d_2020-08-31_2020-11-07_split_div.json");
@@ -784,14 +793,37 @@ mod tests {
     }
 
     #[test]
+    fn yahoo_s_evening_fix_agrees_with_the_midnight_utc_rule() {
+        // 2018-01-04 00:00Z is 22:00 on the 3rd in Sao Paulo (then on DST, UTC−2): both say the 4th.
+        let tz: Tz = "America/Sao_Paulo".parse().unwrap();
+        let raw = time::parse_instant("2018-01-04T00:00:00Z").unwrap();
+        let want = NaiveDate::from_ymd_opt(2018, 1, 4).unwrap();
+        assert_eq!(session_date(raw, tz), want);
+        assert_eq!(
+            time::session_date(time::WrittenTime::Instant(raw), tz),
+            want
+        );
+        // Tokyo opens at 00:00 UTC: the same date either way.
+        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+        assert_eq!(session_date(raw, tokyo), want);
+        assert_eq!(time::local_date(raw, tokyo), want);
+    }
+
+    #[test]
     fn errors_map_to_source_errors() {
         let s = spec(Interval::D1, "2020-08-31", "2020-11-07", "2025-02-20");
         let e = parse_chart(NOT_FOUND.as_bytes(), &s).unwrap_err();
         assert_eq!(e.to_string(), "yahoo: symbol AAPL not found");
         let e = parse_chart(&AAPL_1D.as_bytes()[..3000], &s).unwrap_err();
-        assert!(e.is_retryable() && e.outcome() == "parse_error", "{e}");
+        assert!(
+            e.is_retryable() && e.outcome() == FetchOutcome::ParseError,
+            "{e}"
+        );
         let e = parse_chart(b"<html>Will be right back</html>", &s).unwrap_err();
-        assert!(e.is_retryable() && e.outcome() == "server_error", "{e}");
+        assert!(
+            e.is_retryable() && e.outcome() == FetchOutcome::ServerError,
+            "{e}"
+        );
         let e = parse_chart(b"Edge: Will be right back", &s).unwrap_err();
         assert!(e.is_retryable(), "{e}");
         let wrong = AAPL_1D.replace("\"dataGranularity\":\"1d\"", "\"dataGranularity\":\"1wk\"");

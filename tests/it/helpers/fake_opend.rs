@@ -350,6 +350,9 @@ pub struct Settings {
     pub quota_codes: Vec<String>,
     /// Stop answering anything, keepalives included (a half-open connection).
     pub silent: bool,
+    /// Never stop paging: every 3103 reply carries a fresh `nextReqKey`, and the pages cycle
+    /// through the scripted K-lines so that none is empty.
+    pub endless_paging: bool,
 }
 
 impl Default for Settings {
@@ -365,6 +368,7 @@ impl Default for Settings {
             quota_remaining: 100,
             quota_codes: Vec::new(),
             silent: false,
+            endless_paging: false,
         }
     }
 }
@@ -937,10 +941,16 @@ fn history(st: &mut State, k: &KlRequest) -> Action {
     if let Some(max) = k.max_ack_kl_num.filter(|m| *m > 0) {
         n = n.min(max as usize);
     }
+    let endless = st.settings.endless_paging && !all.is_empty();
     let page: Vec<pb::KLine> = all
         .iter()
-        .skip(offset)
-        .take(n)
+        .cycle()
+        .skip(if endless { offset % all.len() } else { offset })
+        .take(if endless {
+            n
+        } else {
+            n.min(all.len().saturating_sub(offset))
+        })
         .map(|b| pb::KLine {
             time: Some(b.time.clone()),
             is_blank: Some(b.blank),
@@ -957,6 +967,7 @@ fn history(st: &mut State, k: &KlRequest) -> Action {
     Action::Reply(ok(pb::KlS2c {
         security: Some(security_of(&k.code)),
         kl_list: page,
-        next_req_key: (next < all.len()).then(|| format!("fake-offset:{next}").into_bytes()),
+        next_req_key: (endless || next < all.len())
+            .then(|| format!("fake-offset:{next}").into_bytes()),
     }))
 }

@@ -54,6 +54,8 @@ pub enum Fault {
     TooManyRequests { retry_after: Option<String> },
     /// 500 with an empty body.
     ServerError,
+    /// 503 with an empty body and, when given, a `Retry-After` value (as written).
+    ServiceUnavailable { retry_after: Option<String> },
     /// 200 with Yahoo's HTML maintenance page.
     Html,
     /// 200 with the route's body cut in half.
@@ -291,22 +293,19 @@ async fn answer_fault(fault: Fault, body: Option<String>) -> Response {
         json(status, body.to_string())
     };
     match fault {
-        Fault::TooManyRequests { retry_after } => {
-            let mut resp = (
+        Fault::TooManyRequests { retry_after } => with_retry_after(
+            (
                 StatusCode::TOO_MANY_REQUESTS,
                 [(header::CONTENT_TYPE, "text/plain")],
                 "Edge: Too Many Requests",
             )
-                .into_response();
-            if let Some(ra) = retry_after {
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    ra.parse().expect("valid Retry-After header value"),
-                );
-            }
-            resp
-        }
+                .into_response(),
+            retry_after,
+        ),
         Fault::ServerError => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Fault::ServiceUnavailable { retry_after } => {
+            with_retry_after(StatusCode::SERVICE_UNAVAILABLE.into_response(), retry_after)
+        }
         Fault::Html => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html")],
@@ -335,4 +334,14 @@ async fn answer_fault(fault: Fault, body: Option<String>) -> Response {
         }
         Fault::BadRequest(d) => error(StatusCode::BAD_REQUEST, "Bad Request", &d),
     }
+}
+
+fn with_retry_after(mut resp: Response, retry_after: Option<String>) -> Response {
+    if let Some(ra) = retry_after {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            ra.parse().expect("valid Retry-After header value"),
+        );
+    }
+    resp
 }
