@@ -14,6 +14,10 @@
 //! closures are not expected but can be added through the `calendars:` config.
 //!
 //! # Hours (continuous trading, local time)
+//! The 2011/2012 changes are HKEx's two-phase extension of trading hours (news release
+//! 2011-01-24, "…approval … to extend the trading hours … in two phases"). Nothing is matched
+//! during the lunch break.
+//!
 //! | from | morning | afternoon | half day |
 //! |---|---|---|---|
 //! | (before 2011-03-07) | 10:00–12:30 | 14:30–16:00 | 10:00–12:30 |

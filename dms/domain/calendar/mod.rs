@@ -21,6 +21,7 @@
 //! table end the US rules still apply; HK, SH and SZ trade every weekday (no holiday known), which
 //! is why `/health` warns when a table ends within 120 days ([`Calendar::ends_within`]). Before
 //! 2000 the US rules apply without the closures of the time, HK/SH/SZ trade every weekday.
+//! Dates before 1900 or from 2200 have no sessions at all.
 //!
 //! # Crypto and FX
 //! Crypto trades every UTC day, 00:00–24:00 UTC; a session is a UTC date. FX trades 24x5 from
@@ -239,7 +240,8 @@ impl Calendar {
         }
     }
 
-    /// The sessions whose span `[open, end)` overlaps `range`, in order.
+    /// The sessions whose span `[open, end)` overlaps `range`, in order (within the years
+    /// 1900–2200).
     pub fn sessions_in(&self, range: TimeRange) -> impl Iterator<Item = Session> + '_ {
         let (from, to) = self.inner.date_span(range);
         self.sessions(from, to)
@@ -250,8 +252,9 @@ impl Calendar {
     /// [`Calendar::contains`] for trading hours).
     pub fn session_of(&self, ts: i64) -> Option<Session> {
         let d = time::local_date(ts, self.inner.tz);
-        [d - Duration::days(1), d, d + Duration::days(1)]
+        [d.pred_opt(), Some(d), d.succ_opt()]
             .into_iter()
+            .flatten()
             .filter_map(|d| self.session(d))
             .find(|s| s.open <= ts && ts < s.end())
     }
@@ -273,16 +276,17 @@ impl Calendar {
     /// The last session dated before `before`.
     pub fn previous_session(&self, before: NaiveDate) -> Option<Session> {
         (1..=SEARCH_DAYS)
-            .map(|i| before - Duration::days(i))
+            .map_while(|i| before.checked_sub_signed(Duration::days(i)))
             .find_map(|d| self.session(d))
     }
 
     /// The latest session whose daily bar is final at `now` (`final_at <= now`): the newest
     /// session a daily update may store.
     pub fn last_closed_session(&self, now: i64) -> Option<Session> {
-        let d = time::local_date(now, self.inner.tz) + Duration::days(2);
+        let d = time::local_date(now, self.inner.tz);
+        let d = d.checked_add_signed(Duration::days(2)).unwrap_or(d);
         (0..=SEARCH_DAYS)
-            .map(|i| d - Duration::days(i))
+            .map_while(|i| d.checked_sub_signed(Duration::days(i)))
             .filter_map(|d| self.session(d))
             .find(|s| s.final_at <= now)
     }
@@ -299,8 +303,12 @@ impl Calendar {
             return out;
         }
         // A period's stamp can be up to a month before its sessions.
-        let from = time::date_of(range.start()) - Duration::days(1);
-        let to = time::date_of(range.end().saturating_sub(1)) + Duration::days(32);
+        let (from, to) = clamp_span(
+            local_date(range.start(), chrono_tz::UTC),
+            local_date(range.end().saturating_sub(1), chrono_tz::UTC),
+            1,
+            32,
+        );
         for s in self.sessions(from, to) {
             let t = interval.period_start(s.date);
             if range.contains(t) && out.last() != Some(&t) {
@@ -322,6 +330,10 @@ impl Inner {
     }
 
     fn classify(&self, d: NaiveDate) -> DayKind {
+        let (lo, hi) = span_bounds();
+        if d < lo || d >= hi {
+            return DayKind::Closed;
+        }
         if self.overrides.closures.binary_search(&d).is_ok() {
             return DayKind::Closed;
         }
@@ -394,10 +406,35 @@ impl Inner {
 
     /// Session dates that can overlap `range`, as a half-open date span.
     fn date_span(&self, range: TimeRange) -> (NaiveDate, NaiveDate) {
-        let from = time::local_date(range.start(), self.tz) - Duration::days(1);
-        let to = time::local_date(range.end().saturating_sub(1), self.tz) + Duration::days(2);
-        (from, to)
+        clamp_span(
+            local_date(range.start(), self.tz),
+            local_date(range.end().saturating_sub(1), self.tz),
+            1,
+            2,
+        )
     }
+}
+
+/// The years a calendar knows, `[1900, 2200)`: no date outside has a session, and date spans are
+/// kept within them, so that a range such as `TimeRange::ALL` walks a bounded number of days.
+fn span_bounds() -> (NaiveDate, NaiveDate) {
+    (rules::date(1900, 1, 1), rules::date(2200, 1, 1))
+}
+
+/// The local date of `ts`, with instants outside `span_bounds` moved onto them.
+fn local_date(ts: i64, tz: Tz) -> NaiveDate {
+    let (lo, hi) = span_bounds();
+    time::local_date(ts.clamp(time::date_ts(lo), time::date_ts(hi)), tz)
+}
+
+/// `[first − before, last + after)`.
+fn clamp_span(
+    first: NaiveDate,
+    last: NaiveDate,
+    before: i64,
+    after: i64,
+) -> (NaiveDate, NaiveDate) {
+    (first - Duration::days(before), last + Duration::days(after))
 }
 
 /// Iterator over the sessions of a date span; see [`Calendar::sessions`].

@@ -608,3 +608,13 @@ fn tables_warn_when_they_end_within_the_horizon() {
     // Past the table SH trades every weekday: the Spring Festival of 2027 is not known yet.
     assert!(Calendar::standard(Market::Sh).is_session(d(2027, 2, 8)));
 }
+
+#[test]
+fn unbounded_ranges_stay_bounded() {
+    let us = Calendar::standard(Market::Us);
+    assert!(us.sessions_in(TimeRange::ALL).count() > 50_000);
+    assert!(!us.expected_stamps(Interval::Mo1, TimeRange::ALL).is_empty());
+    assert_eq!(us.session_of(i64::MIN / 4), None);
+    assert!(us.last_closed_session(i64::MAX / 4).is_none());
+    assert!(us.previous_session(NaiveDate::MIN).is_none());
+}

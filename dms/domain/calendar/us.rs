@@ -8,6 +8,11 @@
 //! calendars (see the tests in `mod.rs` for the yearly counts).
 //!
 //! Regular hours 09:30–16:00 New York; early closes at 13:00.
+//!
+//! Not modelled (the session keeps its regular hours): the late opens for moments of silence
+//! (09:33 on 2001-09-17, 09:31 on 2001-10-08, 09:32 on 2003-03-20, 2004-06-07 and 2006-12-27),
+//! the noon open of 2002-09-11, and the 15:56 stop of 2005-06-01 (systems problem). Add them as
+//! data here if intraday history of those days matters.
 
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 
