@@ -565,15 +565,45 @@ const HALF_DAYS: &[(u32, &str)] = &[
 ];
 
 /// Days the morning session was cancelled for bad weather and trading began in the afternoon,
-/// with the local minute it began (no lunch break that day).
+/// with the local minute it began (no lunch break that day). HKEX's rule: a signal lowered
+/// between 09:00 and 12:00 reopens the market on the first half hour about two hours later, at
+/// 13:00 at the earliest. The times are from HKEX's announcements of the day as reported
+/// (Reuters, Bloomberg, SCMP, WSJ).
 /// Known but not yet timed, so kept as full days (an expected morning bar there is a false gap,
 /// to be fixed once HKEX's notice of the day is found): 2008-06-25, 2009-09-15, 2012-07-24,
-/// 2013-05-22, 2013-09-23, 2014-09-16, 2021-06-28, 2023-10-09.
-const LATE_OPENS: &[(u32, u16, &str)] = &[(
-    20200819,
-    13 * 60 + 30,
-    "Typhoon Higos: signal No. 8 lowered before noon, trading resumed 13:30 (HKEX news 2008192)",
-)];
+/// 2013-05-22.
+const LATE_OPENS: &[(u32, u16, &str)] = &[
+    (
+        20130923,
+        13 * 60,
+        "Typhoon Usagi: signal No. 8 lowered 09:20, trading from 13:00",
+    ),
+    (
+        20140916,
+        13 * 60,
+        "Typhoon Kalmaegi: signal No. 8 lowered 10:40, trading from 13:00",
+    ),
+    (
+        20200819,
+        13 * 60 + 30,
+        "Typhoon Higos: signal No. 8 lowered before noon, trading from 13:30 (HKEX news 2008192)",
+    ),
+    (
+        20210628,
+        13 * 60 + 30,
+        "black rainstorm lowered 11:05, trading from 13:30",
+    ),
+    (
+        20220825,
+        13 * 60,
+        "Typhoon Ma-on: signal No. 8 lowered after 09:00, trading from 13:00",
+    ),
+    (
+        20231009,
+        14 * 60,
+        "Typhoon Koinu and black rainstorm: trading from 14:00",
+    ),
+];
 
 const HOURS_2011: u32 = 20110307;
 const HOURS_2012: u32 = 20120305;

@@ -273,11 +273,15 @@ fn hk_hours_changed_in_2011_2012_and_with_the_closing_auction() {
     assert_eq!(h(2009, 3, 23).2, "");
     assert_eq!(h(2016, 7, 22).2, "");
     assert_eq!(h(2016, 7, 25).2, "16:10");
-    // Typhoon Higos: the morning was cancelled, trading resumed at 13:30.
+    // Typhoon Higos: the morning was cancelled, trading resumed at 13:30; Koinu at 14:00.
     assert_eq!(
         h(2020, 8, 19),
         ("13:30-16:00".into(), String::new(), "16:10".into())
     );
+    assert_eq!(h(2023, 10, 9).0, "14:00-16:00");
+    let koinu = cal.session(d(2023, 10, 9)).unwrap();
+    assert_eq!(koinu.bar_starts(Interval::H1).count(), 2);
+    assert!(!koinu.early_close);
 }
 
 #[test]
