@@ -565,7 +565,8 @@ const HALF_DAYS: &[(u32, &str)] = &[
 ];
 
 /// Days the morning session was cancelled for bad weather and trading began in the afternoon,
-/// with the local minute it began (no lunch break that day). HKEX's rule: a signal lowered
+/// with the local minute it began (no lunch break that day; intraday bars are expected from that
+/// minute on, so a 13:30 start puts hourly bars at 13:30, 14:30 and 15:30). HKEX's rule: a signal lowered
 /// between 09:00 and 12:00 reopens the market on the first half hour about two hours later, at
 /// 13:00 at the earliest. The times are from HKEX's announcements of the day as reported
 /// (Reuters, Bloomberg, SCMP, WSJ).

@@ -29,7 +29,8 @@
 //! from 17:00 New York on D − 1 to 17:00 New York on D (the conventional value-date roll), so
 //! Monday's session opens on Sunday evening. FX is closed on 1 January and 25 December (most
 //! dealers and venues stop; ECNs that keep quoting trade too thinly for bars to be expected);
-//! other holidays are trading days. A daily FX bar of date D is stamped 00:00 UTC of D like every
+//! other holidays are trading days (a source that still sends bars dated 1 Jan or 25 Dec sends
+//! bars outside the calendar: validation decides what to make of them). A daily FX bar of date D is stamped 00:00 UTC of D like every
 //! daily bar (Yahoo's are, and they cover the London day D); it is final at 24:00 UTC of D
 //! ([`Session::final_at`]), after both that day and the New York roll have passed.
 //!
