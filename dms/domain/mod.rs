@@ -6,6 +6,7 @@
 
 mod action;
 mod bar;
+mod calendar;
 mod interval;
 mod market;
 mod range;
@@ -14,6 +15,7 @@ pub mod time;
 
 pub use action::{ActionKind, CorporateAction};
 pub use bar::{Bar, BarError, SourceKind};
+pub use calendar::{BarStarts, Calendar, Overrides, Session, Sessions};
 pub use interval::Interval;
 pub use market::Market;
 pub use range::{RangeError, TimeRange};
