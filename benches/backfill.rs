@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use dms::app::Services;
 use dms::config::Config;
-use dms::maintain::backfill::BackfillCounters;
-use dms::maintain::jobs::{JobSpec, Task};
+use dms::maintain::fetch::FetchCounters;
+use dms::maintain::task::JobSpec;
 use helpers::mock_yahoo::{MockYahoo, Synth};
 
 fn symbols(n: usize) -> Vec<String> {
@@ -73,13 +73,14 @@ async fn run() {
         start: Some(start),
         end: None,
         source: Some("yahoo".into()),
+        ..JobSpec::default()
     };
-    let task = Task::parse(&spec).unwrap();
+    let task = services.jobs.parse(&spec).unwrap();
     let t = Instant::now();
     let job = services.jobs.run_inline(task, |_| {}).await.unwrap();
     let wall = t.elapsed();
     assert_eq!(job.status, "succeeded", "{:?}", job.errors);
-    let c: BackfillCounters = serde_json::from_value(job.counters).unwrap();
+    let c: FetchCounters = serde_json::from_value(job.counters).unwrap();
     let stage_total = c.fetch_s + c.parse_s + c.validate_s + c.write_s;
     println!("## daily history: 200 symbols × 10 years 1d, mock Yahoo, rate limit off\n");
     println!(

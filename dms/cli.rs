@@ -19,8 +19,8 @@ use crate::datadir::{self, Acquired, DataDirLock};
 use crate::domain::Symbol;
 use crate::format::Format;
 use crate::import::{FileReport, ImportReport};
-use crate::maintain::backfill::BackfillCounters;
-use crate::maintain::jobs::{JobSpec, Task};
+use crate::maintain::fetch::FetchCounters;
+use crate::maintain::task::JobSpec;
 use crate::reader::BarsQuery;
 use crate::services::{Services, busy_message};
 
@@ -87,11 +87,49 @@ pub enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Fetch every universe series from its latest stored bar (minus the revision window) to
+    /// now; series with nothing stored from their start.
+    Update {
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        symbols: Vec<String>,
+        #[arg(long)]
+        interval: Option<String>,
+        /// Only the universe's series of this market (US, HK, SH, SZ, CRYPTO, FX).
+        #[arg(long)]
+        market: Option<String>,
+        /// Re-fetch each series' whole history instead (the `full` task).
+        #[arg(long)]
+        full: bool,
+    },
+    /// List, show or cancel jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: Option<JobsCommand>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent jobs, newest first.
+    List {
+        /// Only jobs with this status (queued, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// One job with its log.
+    Show { id: u64 },
+    /// Cancel a running job.
+    Cancel { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,10 +230,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 start: Some(start),
                 end,
                 source,
+                ..JobSpec::default()
             };
-            let task = Task::parse(&spec).map_err(usage)?;
-            run_job(config, spec, task).await
+            run_job(config, spec).await
         }
+        Command::Update {
+            symbols,
+            interval,
+            market,
+            full,
+        } => {
+            let spec = JobSpec {
+                task: if full { "full" } else { "update" }.into(),
+                symbols,
+                interval,
+                market,
+                ..JobSpec::default()
+            };
+            run_job(config, spec).await
+        }
+        Command::Jobs { command, json } => jobs(config, command, json).await,
         Command::Config { .. } => unreachable!("handled above"),
     }
 }
@@ -468,9 +522,10 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
 
 /// Runs a job through the running server (polling its progress) or in-process, then prints
 /// its summary. Fails when the job did.
-async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliError> {
+async fn run_job(config: Config, spec: JobSpec) -> Result<(), CliError> {
+    let name = spec.task.clone();
     let started = std::time::Instant::now();
-    let (status, counters, errors) = match target(config, task.name()).await? {
+    let (status, counters, errors) = match target(config, &name).await? {
         Target::Server(remote) => {
             let body = remote
                 .json(
@@ -483,7 +538,7 @@ async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliErr
                 .as_u64()
                 .ok_or_else(|| fail("server: no job id in the reply"))?;
             eprintln!("job {id} submitted to {}", remote.base);
-            let bar = progress(0, task.name());
+            let bar = progress(0, &name);
             let job = loop {
                 let job = remote
                     .json(remote.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}")))
@@ -506,7 +561,8 @@ async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliErr
             )
         }
         Target::Local(services) => {
-            let bar = progress(0, task.name());
+            let task = services.jobs.parse(&spec).map_err(usage)?;
+            let bar = progress(0, &name);
             let job = services
                 .jobs
                 .run_inline(task, |ctx| {
@@ -521,12 +577,12 @@ async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliErr
             (job.status, job.counters, errors)
         }
     };
-    let c: BackfillCounters = serde_json::from_value(counters).unwrap_or_default();
+    let c: FetchCounters = serde_json::from_value(counters).unwrap_or_default();
     for e in &errors {
         eprintln!("{e}");
     }
     println!(
-        "backfill {status}: {} series ({} failed), {} bars fetched, {} written, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
+        "{name} {status}: {} series ({} failed), {} bars fetched, {} written, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
         c.series,
         c.series_failed,
         c.bars_fetched,
@@ -544,6 +600,117 @@ async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliErr
         ("succeeded", _) => Ok(()),
         (_, Some(e)) if errors.len() == 1 => Err(fail(e)),
         (_, Some(e)) => Err(fail(format!("{} series failed, first: {e}", errors.len()))),
-        (s, None) => Err(fail(format!("backfill {s}"))),
+        (s, None) => Err(fail(format!("{name} {s}"))),
     }
+}
+
+/// `dms jobs [list|show ID|cancel ID] [--json]`.
+async fn jobs(config: Config, command: Option<JobsCommand>, json: bool) -> Result<(), CliError> {
+    let command = command.unwrap_or(JobsCommand::List {
+        status: None,
+        limit: 20,
+    });
+    let out: serde_json::Value = match (target(config, "jobs").await?, &command) {
+        (Target::Server(r), JobsCommand::List { status, limit }) => {
+            let mut q = vec![("page_size", limit.to_string())];
+            if let Some(s) = status {
+                q.push(("status", s.clone()));
+            }
+            r.json(r.request(reqwest::Method::GET, "/api/v1/jobs").query(&q))
+                .await?
+        }
+        (Target::Server(r), JobsCommand::Show { id }) => {
+            let mut job = r
+                .json(r.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}")))
+                .await?;
+            job["log"] = r
+                .json(r.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}/log")))
+                .await?["lines"]
+                .take();
+            job
+        }
+        (Target::Server(r), JobsCommand::Cancel { id }) => {
+            r.json(r.request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel")))
+                .await?
+        }
+        (Target::Local(s), JobsCommand::List { status, limit }) => {
+            let list = s
+                .meta
+                .jobs(status.clone(), 1, (*limit).clamp(1, 1000))
+                .await?;
+            serde_json::json!({ "jobs": list.iter().map(crate::api::jobs::render).collect::<Vec<_>>() })
+        }
+        (Target::Local(s), JobsCommand::Show { id }) => {
+            let job = s
+                .meta
+                .job(*id)
+                .await?
+                .ok_or_else(|| fail(format!("job {id} not found")))?;
+            let mut v = crate::api::jobs::render(&job);
+            v["log"] = s
+                .meta
+                .job_log(*id)
+                .await?
+                .iter()
+                .map(|l| serde_json::json!({"ts": crate::domain::time::rfc3339(l.ts), "level": l.level, "message": l.message}))
+                .collect();
+            v
+        }
+        (Target::Local(s), JobsCommand::Cancel { id }) => {
+            // No server runs, so no job runs: one recorded as running was interrupted and
+            // resumes when `dms serve` starts.
+            s.jobs.cancel(*id).await?;
+            serde_json::json!({ "id": id, "cancelling": true })
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    match command {
+        JobsCommand::List { .. } => {
+            println!(
+                "{:>6}  {:<9} {:<10} {:>13}  {:<20}  errors",
+                "id", "task", "status", "progress", "created"
+            );
+            for j in out["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>6}  {:<9} {:<10} {:>13}  {:<20}  {}",
+                    j["id"],
+                    j["task"].as_str().unwrap_or(""),
+                    j["status"].as_str().unwrap_or(""),
+                    format!("{}/{}", j["progress"]["done"], j["progress"]["total"]),
+                    j["created_at"].as_str().unwrap_or(""),
+                    j["errors"].as_array().map_or(0, Vec::len),
+                );
+            }
+        }
+        JobsCommand::Show { .. } => {
+            println!(
+                "job {} {} {} ({}/{}), created {}, started {}, finished {}",
+                out["id"],
+                out["task"].as_str().unwrap_or(""),
+                out["status"].as_str().unwrap_or(""),
+                out["progress"]["done"],
+                out["progress"]["total"],
+                out["created_at"].as_str().unwrap_or("-"),
+                out["started_at"].as_str().unwrap_or("-"),
+                out["finished_at"].as_str().unwrap_or("-"),
+            );
+            println!("counters: {}", out["counters"]);
+            for e in out["errors"].as_array().into_iter().flatten() {
+                println!("error: {}", e.as_str().unwrap_or(""));
+            }
+            for l in out["log"].as_array().into_iter().flatten() {
+                println!(
+                    "{} {:<5} {}",
+                    l["ts"].as_str().unwrap_or(""),
+                    l["level"].as_str().unwrap_or(""),
+                    l["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        JobsCommand::Cancel { id } => println!("job {id}: cancelling"),
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod domain;

@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::clock::SystemClock;
 use crate::config::{Config, StoreConfig};
 use crate::datadir::DataDirLock;
 use crate::domain::SourceKind;
+use crate::events::EventBus;
 use crate::ingest::Writer;
-use crate::maintain::backfill::BackfillEnv;
+use crate::maintain::MaintainEnv;
 use crate::maintain::jobs::Jobs;
 use crate::maintain::locks::SeriesLocks;
+use crate::maintain::universe::Universe;
 use crate::reader::Reader;
 use crate::source::Source;
 use crate::source::files::FilesSource;
@@ -56,6 +59,10 @@ pub struct Services {
     pub reader: Reader,
     pub sources: BTreeMap<SourceKind, Arc<dyn Source>>,
     pub jobs: Jobs,
+    /// The maintained series (config + API entries).
+    pub universe: Universe,
+    /// The internal event bus: jobs, sources and replication publish, alerts subscribe.
+    pub events: EventBus,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -117,19 +124,18 @@ impl Services {
             SourceKind::Futu,
             Arc::new(FutuSource::new(&config.sources.futu)),
         );
-        // The universe: the config's entries, then those added through the API (which win).
-        let mut universe = config.universe.clone();
-        for e in meta.universe().await? {
-            universe.retain(|u| u.symbol != e.symbol);
-            universe.push(e);
-        }
+        let universe = Universe::load(config.universe.clone(), meta.clone()).await?;
+        let events = EventBus::new();
         let jobs = Jobs::new(
             meta.clone(),
-            BackfillEnv {
+            MaintainEnv {
                 writer: writer.clone(),
                 sources: sources.clone(),
-                universe,
+                universe: universe.clone(),
                 locks: SeriesLocks::default(),
+                clock: Arc::new(SystemClock),
+                history: config.history.clone(),
+                events: events.clone(),
             },
         );
         Ok(Services {
@@ -140,6 +146,8 @@ impl Services {
             reader,
             sources,
             jobs,
+            universe,
+            events,
             lock: Arc::new(lock),
         })
     }

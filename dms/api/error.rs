@@ -134,6 +134,11 @@ pub fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// `201 Created` with a JSON body.
+pub fn created(body: impl serde::Serialize) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
 /// A `/health` answer: `200` while the primary answers, `503` when it does not (so load
 /// balancers take the instance out), the JSON body either way.
 pub fn health(body: serde_json::Value, primary_reachable: bool) -> Response {

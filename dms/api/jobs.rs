@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::maintain::jobs::{JobError, JobSpec, Task};
+use crate::maintain::jobs::JobError;
+use crate::maintain::task::JobSpec;
 use crate::store::meta::JobRecord;
 
 const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -25,7 +26,7 @@ impl From<JobError> for ApiError {
 }
 
 /// A job as the API shows it (DESIGN §4).
-fn render(j: &JobRecord) -> serde_json::Value {
+pub fn render(j: &JobRecord) -> serde_json::Value {
     let ts = |t: Option<i64>| t.map(crate::domain::time::rfc3339);
     serde_json::json!({
         "id": j.id,
@@ -60,8 +61,9 @@ pub async fn submit(
     body: Result<Json<JobSpec>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(spec) = body?;
-    let task = Task::parse(&spec).map_err(ApiError::InvalidArgument)?;
-    let id = state.services().jobs.submit(task).await?;
+    let jobs = &state.services().jobs;
+    let task = jobs.parse(&spec)?;
+    let id = jobs.submit(task).await?;
     Ok(super::error::accepted(serde_json::json!({ "id": id })))
 }
 

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod quality;
 pub mod series;
 pub mod sources;
+pub mod universe;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -116,6 +117,8 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(sources::list))
         .routes(routes!(sources::ping))
+        .routes(routes!(universe::list, universe::upsert))
+        .routes(routes!(universe::show, universe::remove))
 }
 
 /// The OpenAPI document of the routes [`router`] serves.

@@ -11,175 +11,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::{self, BackfillEnv, BackfillParams};
+use super::ctx::{JobCtx, Progress};
+use super::task::{JobSpec, Task};
+use super::update::Mode;
+use super::{MaintainEnv, backfill, update};
+use crate::events::Event;
 use crate::store::meta::{JobRecord, MetaDb, MetaError};
 use crate::telemetry::{labels, metrics};
 
 /// How often a running job's progress and counters are written to the metadata db.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// A job request, as `POST /api/v1/jobs` takes it (DESIGN §4), plus `source` for backfills.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobSpec {
-    /// `update`, `backfill`, `full`, `repair`, `verify` or `sync` (this version runs `backfill`).
-    pub task: String,
-    #[serde(default)]
-    pub symbols: Vec<String>,
-    #[serde(default)]
-    pub interval: Option<String>,
-    #[serde(default)]
-    pub start: Option<String>,
-    #[serde(default)]
-    pub end: Option<String>,
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-/// A validated job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "task", rename_all = "lowercase")]
-pub enum Task {
-    Backfill(BackfillParams),
-}
-
-impl Task {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Task::Backfill(_) => "backfill",
-        }
-    }
-
-    /// Checks a request; the message says what is wrong.
-    pub fn parse(spec: &JobSpec) -> Result<Task, String> {
-        match spec.task.as_str() {
-            "backfill" => backfill::parse_params(
-                &spec.symbols,
-                spec.interval.as_deref(),
-                spec.start.as_deref(),
-                spec.end.as_deref(),
-                spec.source.as_deref(),
-            )
-            .map(Task::Backfill),
-            t @ ("update" | "full" | "repair" | "verify" | "sync") => {
-                Err(format!("task {t:?} is not available in this version yet"))
-            }
-            t => Err(format!(
-                "unknown task {t:?} (expected update, backfill, full, repair, verify or sync)"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Progress {
-    done: u64,
-    total: u64,
-    counters: serde_json::Value,
-    checkpoint: Option<serde_json::Value>,
-    dirty: bool,
-}
-
-/// A running job's handle to report through. Cheap to clone.
-#[derive(Clone)]
-pub struct JobCtx {
-    id: u64,
-    meta: MetaDb,
-    cancel: CancellationToken,
-    /// A std `Mutex`: only held to read or update the numbers, never across an `.await`.
-    progress: Arc<Mutex<Progress>>,
-}
-
-impl JobCtx {
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Progress) -> T) -> T {
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        p.dirty = true;
-        f(&mut p)
-    }
-
-    pub fn set_total(&self, n: u64) {
-        self.with(|p| p.total = n);
-    }
-
-    pub fn set_done(&self, n: u64) {
-        self.with(|p| p.done = n);
-    }
-
-    pub fn inc_done(&self) {
-        self.with(|p| p.done += 1);
-    }
-
-    pub fn set_counters(&self, c: serde_json::Value) {
-        self.with(|p| p.counters = c);
-    }
-
-    pub fn set_checkpoint(&self, c: serde_json::Value) {
-        self.with(|p| p.checkpoint = Some(c));
-    }
-
-    pub fn checkpoint(&self) -> Option<serde_json::Value> {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .checkpoint
-            .clone()
-    }
-
-    /// `(done, total)`.
-    pub fn progress(&self) -> (u64, u64) {
-        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        (p.done, p.total)
-    }
-
-    /// Appends a line to the job's log (and to the process log).
-    pub async fn log(&self, level: &str, message: &str) {
-        match level {
-            "error" => tracing::warn!(job_id = self.id, "{message}"),
-            _ => tracing::info!(job_id = self.id, "{message}"),
-        }
-        if let Err(e) = self.meta.append_job_log(self.id, level, message).await {
-            tracing::warn!(job_id = self.id, error = %e, "cannot record a job log line");
-        }
-    }
-
-    async fn flush(&self, errors: &[String]) -> Result<(), MetaError> {
-        let snapshot = {
-            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            if !p.dirty {
-                return Ok(());
-            }
-            p.dirty = false;
-            (p.done, p.total, p.counters.clone(), p.checkpoint.clone())
-        };
-        self.meta
-            .update_job(
-                self.id,
-                snapshot.0,
-                snapshot.1,
-                &snapshot.2,
-                &serde_json::json!(errors),
-                snapshot.3.as_ref(),
-            )
-            .await
-    }
-}
-
 /// What jobs run against. Cheap to clone.
 #[derive(Clone)]
 pub struct Jobs {
     meta: MetaDb,
-    env: BackfillEnv,
+    env: MaintainEnv,
     /// Cancellation tokens of running jobs.
     running: Arc<Mutex<HashMap<u64, CancellationToken>>>,
 }
@@ -197,7 +46,7 @@ pub enum JobError {
 }
 
 impl Jobs {
-    pub fn new(meta: MetaDb, env: BackfillEnv) -> Jobs {
+    pub fn new(meta: MetaDb, env: MaintainEnv) -> Jobs {
         Jobs {
             meta,
             env,
@@ -207,6 +56,16 @@ impl Jobs {
 
     pub fn meta(&self) -> &MetaDb {
         &self.meta
+    }
+
+    /// What tasks run against.
+    pub fn env(&self) -> &MaintainEnv {
+        &self.env
+    }
+
+    /// Checks a request against the universe and the sources (nothing is created).
+    pub fn parse(&self, spec: &JobSpec) -> Result<Task, JobError> {
+        Task::parse(spec, &self.env).map_err(JobError::Invalid)
     }
 
     /// Records a job as queued and starts it on a task; returns its id.
@@ -328,12 +187,12 @@ impl Jobs {
         ctx.log("info", &format!("{} started", task.name())).await;
         // Flush progress every second while the task runs; report progress to the caller.
         let work = async {
-            match &task {
-                Task::Backfill(p) => {
-                    let (counters, errors) = backfill::run(&self.env, p, &ctx).await;
-                    (serde_json::to_value(&counters).unwrap_or_default(), errors)
-                }
-            }
+            let (counters, errors) = match &task {
+                Task::Backfill(p) => backfill::run(&self.env, p, &ctx).await,
+                Task::Update(sel) => update::run(&self.env, sel, Mode::Update, &ctx).await,
+                Task::Full(sel) => update::run(&self.env, sel, Mode::Full, &ctx).await,
+            };
+            (serde_json::to_value(&counters).unwrap_or_default(), errors)
         };
         let mut work = std::pin::pin!(work);
         let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -371,6 +230,18 @@ impl Jobs {
             .jobs
             .get_or_create(&labels([("task", task.name()), ("outcome", status)]))
             .inc();
+        match status {
+            "failed" => self.env.events.publish(Event::JobFailed {
+                job_id: id,
+                task: task.name().to_string(),
+                message: errors.first().cloned().unwrap_or_else(|| "failed".into()),
+            }),
+            "succeeded" => self.env.events.publish(Event::JobSucceeded {
+                job_id: id,
+                task: task.name().to_string(),
+            }),
+            _ => {}
+        }
         metrics()
             .job_duration
             .get_or_create(&labels([("task", task.name())]))

@@ -254,6 +254,13 @@ pub trait Source: Send + Sync + 'static {
     /// error: nothing partial comes out of a response that failed to parse.
     fn fetch(&self, req: FetchRequest) -> PageStream;
 
+    /// Refuses, without sending anything, a request this source would refuse (a range outside
+    /// what it serves). Jobs call it before they are created.
+    fn check(&self, req: &FetchRequest) -> Result<(), SourceError> {
+        let _ = req;
+        Ok(())
+    }
+
     /// Checks connectivity (and login, for Futu); returns a human-readable summary.
     async fn ping(&self) -> Result<String, SourceError>;
 

@@ -113,7 +113,7 @@ async fn a_backfill_job_fetches_from_futu_and_the_bars_are_served() {
     assert!(
         messages
             .iter()
-            .any(|m| m.starts_with("0700.HK: 3 bars fetched, 3 written")),
+            .any(|m| m.starts_with("0700.HK@1d: 3 bars fetched, 3 written")),
         "{messages:?}"
     );
     assert!(

@@ -97,6 +97,10 @@ impl Source for YahooSource {
         SRC
     }
 
+    fn check(&self, req: &FetchRequest) -> Result<(), SourceError> {
+        window::plan(req).map(|_| ())
+    }
+
     fn fetch(&self, req: FetchRequest) -> PageStream {
         let plan = match window::plan(&req) {
             Ok(p) => p,

@@ -1,0 +1,410 @@
+//! Fetching series into the primary: the one path every fetching task uses (backfill, update,
+//! full, repair). For each series of a plan, under its series lock: source pages →
+//! [`Writer::ingest`] (validate, quarantine, write through the change log) → corporate
+//! actions; several series at once within the sources' shared rate limits.
+//!
+//! Pages are consumed as they arrive, so memory stays bounded by a page whatever the range.
+//! The time of each stage is summed so a run can say where it went (fetch includes waiting on
+//! the rate limiter; parse is what the source reports for turning responses into bars).
+//!
+//! **Splits.** Yahoo's prices are split-adjusted as of fetch time (DESIGN §1), so a split
+//! that appears for a symbol makes its stored history the old basis. A page carrying a split
+//! the store did not have yet, for a series with stored bars older than what the task
+//! fetches, is reported ([`SeriesOutcome::new_splits`]), and
+//! [`fetch_plans`] then re-fetches every stored series of that symbol over its whole stored
+//! range, logging why, so all stored bars share one basis.
+//!
+//! A series finished is recorded in the job's checkpoint (`{"done": ["AAPL@1d", ...]}`): a job
+//! resumed after a crash skips it, and re-fetches the rest — writes are upserts, so whatever a
+//! killed run had written of an unfinished series is written again, never duplicated.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::MaintainEnv;
+use super::ctx::JobCtx;
+use super::universe::Maintained;
+use crate::domain::{ActionKind, SeriesKey, SourceKind, Symbol, TimeRange, time};
+use crate::ingest::WriteError;
+use crate::source::{Dropped, FetchRequest, SourceError};
+use crate::validate::Context;
+
+/// How many series a task fetches at once (the sources' rate limiters still apply).
+pub const CONCURRENCY: usize = 8;
+
+/// Counters of a fetching task, reported by the job and the CLI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FetchCounters {
+    pub series: u64,
+    pub series_failed: u64,
+    pub pages: u64,
+    pub bars_fetched: u64,
+    pub bars_written: u64,
+    pub bars_rejected: u64,
+    pub dropped: Dropped,
+    pub actions: u64,
+    /// Series whose history was re-fetched because a new split appeared.
+    pub refetched_for_splits: u64,
+    /// Seconds spent in each stage, summed over series (they overlap in wall time).
+    pub fetch_s: f64,
+    pub parse_s: f64,
+    pub validate_s: f64,
+    pub write_s: f64,
+}
+
+impl FetchCounters {
+    pub fn add(&mut self, o: &FetchCounters) {
+        self.series += o.series;
+        self.series_failed += o.series_failed;
+        self.pages += o.pages;
+        self.bars_fetched += o.bars_fetched;
+        self.bars_written += o.bars_written;
+        self.bars_rejected += o.bars_rejected;
+        self.dropped += o.dropped;
+        self.actions += o.actions;
+        self.refetched_for_splits += o.refetched_for_splits;
+        self.fetch_s += o.fetch_s;
+        self.parse_s += o.parse_s;
+        self.validate_s += o.validate_s;
+        self.write_s += o.write_s;
+    }
+
+    /// `fetch 61%, parse 9%, validate 3%, write 27%`.
+    pub fn shares(&self) -> String {
+        let total = self.fetch_s + self.parse_s + self.validate_s + self.write_s;
+        if total <= 0.0 {
+            return "no time measured".into();
+        }
+        let pct = |x: f64| 100.0 * x / total;
+        format!(
+            "fetch {:.0}%, parse {:.0}%, validate {:.0}%, write {:.0}%",
+            pct(self.fetch_s),
+            pct(self.parse_s),
+            pct(self.validate_s),
+            pct(self.write_s)
+        )
+    }
+}
+
+/// What to fetch of one series: its ranges, in order (they may overlap; writes are upserts).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Maintained,
+    pub ranges: Vec<TimeRange>,
+}
+
+/// Why a series could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("no {0} source is configured")]
+    NoSource(SourceKind),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The outcome of one series.
+#[derive(Debug, Default)]
+pub struct SeriesOutcome {
+    pub counters: FetchCounters,
+    /// Split dates (`ts`) the source reported that the store did not hold before.
+    pub new_splits: Vec<i64>,
+}
+
+/// Fetches every plan (skipping series the checkpoint lists as done), then re-fetches the
+/// stored history of symbols that gained a split. Returns the counters and one error line
+/// per failed series.
+pub async fn fetch_plans(
+    env: &MaintainEnv,
+    plans: Vec<Plan>,
+    ctx: &JobCtx,
+) -> (FetchCounters, Vec<String>) {
+    let mut done: Vec<String> = ctx
+        .checkpoint()
+        .and_then(|c| serde_json::from_value(c["done"].clone()).ok())
+        .unwrap_or_default();
+    let total = plans.len() as u64;
+    let todo: Vec<Plan> = plans
+        .into_iter()
+        .filter(|p| !done.contains(&p.target.series.to_string()))
+        .collect();
+    ctx.set_total(total);
+    ctx.set_done(total - todo.len() as u64);
+    let mut totals = FetchCounters::default();
+    let mut errors = Vec::new();
+    let mut split_symbols: BTreeSet<Symbol> = BTreeSet::new();
+    let mut results = futures::stream::iter(todo.into_iter().map(|plan| {
+        let env = env.clone();
+        async move {
+            let r = fetch_series(&env, &plan, ctx).await;
+            (plan, r)
+        }
+    }))
+    .buffer_unordered(CONCURRENCY);
+    while let Some((plan, (outcome, result))) = results.next().await {
+        let series = &plan.target.series;
+        totals.add(&outcome.counters);
+        let c = &outcome.counters;
+        match result {
+            Ok(()) => {
+                ctx.log(
+                    "info",
+                    &format!(
+                        "{series}: {} bars fetched, {} written, {} quarantined",
+                        c.bars_fetched, c.bars_written, c.bars_rejected
+                    ),
+                )
+                .await;
+                done.push(series.to_string());
+            }
+            Err(FetchError::Cancelled) => {}
+            Err(e) => {
+                totals.series_failed += 1;
+                let line = format!("{}: {e}", series.symbol);
+                ctx.log("error", &line).await;
+                errors.push(line);
+            }
+        }
+        for ts in &outcome.new_splits {
+            ctx.log(
+                "info",
+                &format!(
+                    "{}: new split on {}: re-fetching its stored history so every stored bar shares the new basis",
+                    series.symbol,
+                    time::date_of(*ts)
+                ),
+            )
+            .await;
+            split_symbols.insert(series.symbol.clone());
+        }
+        ctx.inc_done();
+        ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
+        ctx.set_checkpoint(serde_json::json!({ "done": done }));
+        if ctx.is_cancelled() {
+            return (totals, errors);
+        }
+    }
+    drop(results);
+    if !split_symbols.is_empty() {
+        let (c, e) = refetch_history(env, &split_symbols, ctx).await;
+        totals.add(&c);
+        errors.extend(e);
+        ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
+    }
+    (totals, errors)
+}
+
+/// Re-fetches, for each symbol, every stored series over its whole stored range.
+async fn refetch_history(
+    env: &MaintainEnv,
+    symbols: &BTreeSet<Symbol>,
+    ctx: &JobCtx,
+) -> (FetchCounters, Vec<String>) {
+    let mut totals = FetchCounters::default();
+    let mut errors = Vec::new();
+    let stored = match env.writer.primary().list_series().await {
+        Ok(s) => s,
+        Err(e) => return (totals, vec![format!("cannot list stored series: {e}")]),
+    };
+    for s in stored.iter().filter(|s| symbols.contains(&s.series.symbol)) {
+        let target = match env.universe.get(&s.series.symbol) {
+            Some(e) => Maintained::of(&e, s.series.interval),
+            None => Maintained {
+                series: s.series.clone(),
+                source: SourceKind::Yahoo,
+                market: s.series.symbol.market(),
+                futu_code: None,
+                start: None,
+            },
+        };
+        let Ok(range) = TimeRange::new(s.first, env.clock.now() + 1) else {
+            continue;
+        };
+        let plan = Plan {
+            target,
+            ranges: vec![range],
+        };
+        let (outcome, r) = fetch_series(env, &plan, ctx).await;
+        totals.add(&outcome.counters);
+        totals.refetched_for_splits += 1;
+        if let Err(e) = r {
+            let line = format!("{}: re-fetch after a split: {e}", s.series);
+            ctx.log("error", &line).await;
+            errors.push(line);
+        }
+    }
+    (totals, errors)
+}
+
+/// Fetches the ranges of one series under its series lock.
+pub async fn fetch_series(
+    env: &MaintainEnv,
+    plan: &Plan,
+    ctx: &JobCtx,
+) -> (SeriesOutcome, Result<(), FetchError>) {
+    let mut out = SeriesOutcome {
+        counters: FetchCounters {
+            series: 1,
+            ..FetchCounters::default()
+        },
+        ..SeriesOutcome::default()
+    };
+    let t = &plan.target;
+    let Some(source) = env.sources.get(&t.source).cloned() else {
+        return (out, Err(FetchError::NoSource(t.source)));
+    };
+    let _guard = env.locks.lock(&t.series).await;
+    // Bars before the first range are history this task does not rewrite: on the old basis
+    // if a split appears.
+    let history_before = plan
+        .ranges
+        .iter()
+        .map(|r| r.start())
+        .min()
+        .unwrap_or(i64::MIN);
+    for &range in &plan.ranges {
+        let req = FetchRequest {
+            series: t.series.clone(),
+            range,
+            market: t.market,
+            futu_code: t.futu_code.clone(),
+            now: env.clock.now(),
+        };
+        if let Err(e) = fetch_range(env, source.as_ref(), req, history_before, ctx, &mut out).await
+        {
+            return (out, Err(e));
+        }
+    }
+    tracing::info!(
+        job_id = ctx.id(),
+        symbol = %t.series.symbol,
+        interval = %t.series.interval,
+        source = t.source.as_str(),
+        fetched = out.counters.bars_fetched,
+        written = out.counters.bars_written,
+        rejected = out.counters.bars_rejected,
+        "series fetched"
+    );
+    (out, Ok(()))
+}
+
+async fn fetch_range(
+    env: &MaintainEnv,
+    source: &dyn crate::source::Source,
+    req: FetchRequest,
+    history_before: i64,
+    ctx: &JobCtx,
+    out: &mut SeriesOutcome,
+) -> Result<(), FetchError> {
+    let series: SeriesKey = req.series.clone();
+    let market = req.market;
+    let mut pages = source.fetch(req);
+    loop {
+        if ctx.is_cancelled() {
+            return Err(FetchError::Cancelled);
+        }
+        let c = &mut out.counters;
+        let t = Instant::now();
+        let next = pages.next().await;
+        let waited = t.elapsed();
+        let page = match next {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                c.fetch_s += waited.as_secs_f64();
+                return Err(e.into());
+            }
+            Some(Ok(p)) => p,
+        };
+        let parse = page.parse_time.min(waited);
+        c.fetch_s += (waited - parse).as_secs_f64();
+        c.parse_s += parse.as_secs_f64();
+        c.pages += 1;
+        c.bars_fetched += page.bars.len() as u64;
+        c.dropped += page.dropped;
+        let t = Instant::now();
+        // Validated against the clock of now, not of the job's start: a long task must not
+        // call a bar that completed meanwhile "in the future".
+        let vctx = Context::new(env.clock.now(), market);
+        let splits: Vec<i64> = page
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Split)
+            .map(|a| a.ts)
+            .collect();
+        if !splits.is_empty() {
+            let unseen = unseen_splits(env, &series.symbol, &splits).await?;
+            if !unseen.is_empty() && has_history_before(env, &series, history_before).await? {
+                out.new_splits.extend(unseen);
+            }
+        }
+        let r = env.writer.ingest(&series, page.bars, &vctx).await?;
+        c.bars_rejected += r.rejected;
+        c.bars_written += r.written;
+        c.validate_s += r.validate_time.as_secs_f64();
+        if !page.actions.is_empty() {
+            env.writer
+                .write_actions(&series.symbol, &page.actions)
+                .await?;
+            c.actions += page.actions.len() as u64;
+        }
+        c.write_s += (t.elapsed() - r.validate_time).as_secs_f64();
+        tracing::debug!(
+            job_id = ctx.id(),
+            symbol = %series.symbol,
+            interval = %series.interval,
+            bars = c.bars_fetched,
+            "page stored"
+        );
+    }
+}
+
+/// Whether the store holds bars of `series` before `ts`.
+async fn has_history_before(
+    env: &MaintainEnv,
+    series: &SeriesKey,
+    ts: i64,
+) -> Result<bool, FetchError> {
+    let Ok(before) = TimeRange::new(crate::validate::TS_MIN, ts) else {
+        return Ok(false);
+    };
+    let n = env
+        .writer
+        .primary()
+        .count(series, before)
+        .await
+        .map_err(WriteError::from)?;
+    Ok(n > 0)
+}
+
+/// The split dates among `splits` that the store does not hold for `symbol`.
+async fn unseen_splits(
+    env: &MaintainEnv,
+    symbol: &Symbol,
+    splits: &[i64],
+) -> Result<Vec<i64>, FetchError> {
+    let Some(range) = TimeRange::covering(splits.iter().copied()) else {
+        return Ok(Vec::new());
+    };
+    let stored = env
+        .writer
+        .primary()
+        .read_actions(symbol, range)
+        .await
+        .map_err(WriteError::from)?;
+    Ok(splits
+        .iter()
+        .copied()
+        .filter(|ts| {
+            !stored
+                .iter()
+                .any(|a| a.kind == ActionKind::Split && a.ts == *ts)
+        })
+        .collect())
+}
