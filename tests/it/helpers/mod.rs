@@ -5,4 +5,5 @@ pub mod bars;
 pub mod fake_opend;
 pub mod influxd;
 pub mod mock_yahoo;
+pub mod stall_proxy;
 pub mod yahoo_synth;
