@@ -11,12 +11,15 @@
 //! **Every line carries every field** of its measurement. InfluxDB merges a rewrite of a point
 //! (same measurement, tags and time) into the stored one field by field, so a line that left
 //! out a field would keep the stored value of it; a line with all of them replaces the point in
-//! one write, and a reader sees the old point or the new one, never a hole. An absent optional
-//! value is written as `0.0` ([`ABSENT`]): stored prices and split ratios are positive, so 0 is
-//! free to mean "none" (the checksum of [`crate::store::RangeSummary`] hashes an absent
-//! `adj_close` as 0 too), and reading maps both 0 and a missing field (points written before
-//! this rule) to `None`. A present value that is not positive could not be told from an absent
-//! one and is refused.
+//! one write, with nothing deleted first, so a concurrent reader never finds the point missing.
+//! (It may find it half-replaced: InfluxDB reads each field through its own cursor, so a point
+//! read while it is overwritten can show some fields of each write; seen on 1.6.7.)
+//!
+//! An absent optional value is written as `0.0` ([`ABSENT`]): stored prices and split ratios
+//! are positive, so 0 is free to mean "none" (the checksum of [`crate::store::RangeSummary`]
+//! hashes an absent `adj_close` as 0 too), and reading maps both 0 and a missing field (points
+//! written before this rule) to `None`. A present value that is not positive could not be told
+//! from an absent one and is refused.
 //!
 //! Timestamps are whole seconds (`precision=s`). Floats are written with `ryu`, the shortest
 //! text that parses back to the same `f64`, so values come back bit-identical.

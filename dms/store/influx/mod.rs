@@ -17,7 +17,8 @@
 //! # Semantics
 //! - **Overwrites**: InfluxDB merges a rewrite of a point into it field by field, so every line
 //!   carries every field (see [`line_protocol`]): one write replaces the point, nothing is
-//!   deleted first, and a concurrent reader sees the old bars or the new ones, never fewer.
+//!   deleted first, and a concurrent reader never sees fewer bars (each of its fields old or
+//!   new; not necessarily all from the same write).
 //!   A batch is split into requests of [`InfluxOptions::lines_per_request`] lines,
 //!   [`InfluxOptions::writes_in_flight`] at a time; a failed batch may be partly stored (InfluxDB
 //!   applies the good lines of a request it answers with 400, and a request that timed out or
