@@ -3,9 +3,12 @@
 //!
 //! 1. ingest 1,000,000 bars (100 series × 10,000 one-minute bars) through `InfluxStore::write`
 //!    versus posting the same line protocol (the store's own encoder writes the files) with
-//!    `curl -K`, 5,000 lines per request over keep-alive, one and two curl processes;
-//! 2. read one series of 100,000 bars through `InfluxStore::read` versus the same InfluxQL
-//!    query as CSV with `curl` (its own `time_total`, so process start-up is not counted);
+//!    `curl -K`, 5,000 lines per request over keep-alive, one and two curl processes; for
+//!    context also curl posting the lines without the `adj_close=0.0` every line now carries,
+//!    the same files gzip-compressed, and the store with 10,000 lines per request;
+//! 2. read one series of 100,000 bars through `InfluxStore::read_fields(…, Fields::OHLCV)` (what
+//!    a backtest asks) versus curl's InfluxQL CSV query of exactly those columns (its own
+//!    `time_total`, so process start-up is not counted); the store's full `read` for context;
 //! 3. the newest bar of each of 10,000 series with `InfluxStore::latest`.
 //!
 //! Every ingest run writes to a fresh database and is verified (`count(close)` = 1,000,000,
@@ -22,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use dms::domain::{Bar, Interval, SeriesKey, SourceKind, Symbol, TimeRange};
-use dms::store::Store;
 use dms::store::influx::{InfluxOptions, InfluxStore, influxql, line_protocol};
+use dms::store::{Fields, Store};
 use dms::validate::{ValidatedBatch, revalidated_from_store};
 
 use influxd::{Influxd, Options};
@@ -187,9 +190,10 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
         })
         .collect();
     let total = (INGEST_SERIES * INGEST_BARS) as i64;
-    // The same requests the store sends: each series in chunks of 5,000 lines.
-    let mut files = Vec::new();
-    let mut bytes = 0;
+    // The same requests the store sends: each series in chunks of 5,000 lines; the same
+    // without the `adj_close=0.0` of bars that have none; and the first gzip-compressed.
+    let mut files = Files::default();
+    let (mut bytes, mut bytes_no_adj, mut bytes_gzip) = (0, 0, 0);
     for b in &batches {
         let prefix = line_protocol::bars_prefix(b.series().symbol.as_str(), "1m")?;
         for chunk in b.chunks(LINES_PER_REQUEST) {
@@ -198,16 +202,29 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
                 line_protocol::push_bar(&mut body, &prefix, bar)?;
             }
             bytes += body.len();
-            let path = dir.join(format!("part{:04}.lp", files.len()));
-            std::fs::write(&path, body)?;
-            files.push(path);
+            let n = files.same.len();
+            let path = dir.join(format!("part{n:04}.lp"));
+            std::fs::write(&path, &body)?;
+            let no_adj = String::from_utf8(body)?.replace(",adj_close=0.0,", ",");
+            bytes_no_adj += no_adj.len();
+            let no_adj_path = dir.join(format!("noadj{n:04}.lp"));
+            std::fs::write(&no_adj_path, no_adj)?;
+            run(Command::new("gzip").arg("-kf").arg(&path))?;
+            let gz = path.with_extension("lp.gz");
+            bytes_gzip += std::fs::metadata(&gz)?.len();
+            files.same.push(path);
+            files.no_adj.push(no_adj_path);
+            files.gzip.push(gz);
         }
     }
     println!(
-        "\ningest: {total} bars, {} requests of {LINES_PER_REQUEST} lines, {:.0} MB, {:.0} bytes/line",
-        files.len(),
+        "\ningest: {total} bars, {} requests of {LINES_PER_REQUEST} lines, {:.0} MB, {:.0} bytes/line \
+         ({:.0} bytes/line without adj_close; {:.0} MB gzip-compressed)",
+        files.same.len(),
         bytes as f64 / 1e6,
-        bytes as f64 / total as f64
+        bytes as f64 / total as f64,
+        bytes_no_adj as f64 / total as f64,
+        bytes_gzip as f64 / 1e6
     );
 
     let batches = std::sync::Arc::new(batches);
@@ -222,9 +239,14 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
             };
             let client0 = client_cpu(who);
             let seconds = match *variant {
-                Ingest::Store { writers, in_flight } => {
+                Ingest::Store {
+                    writers,
+                    in_flight,
+                    lines,
+                } => {
                     let options = InfluxOptions {
                         writes_in_flight: in_flight,
+                        lines_per_request: lines,
                         ..InfluxOptions::default()
                     };
                     let store = InfluxStore::connect_with(&server.config(&db), options).await?;
@@ -245,11 +267,16 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
                     }
                     started.elapsed().as_secs_f64()
                 }
-                Ingest::Curl { processes } => {
+                Ingest::Curl { processes, body } => {
                     server
                         .raw_query(&db, &format!("CREATE DATABASE {db}"))
                         .await;
-                    curl_ingest(server, &db, &files, dir, processes)?
+                    let list = match body {
+                        Body::Same => &files.same,
+                        Body::NoAdjClose => &files.no_adj,
+                        Body::Gzip => &files.gzip,
+                    };
+                    curl_ingest(server, &db, list, dir, processes, body == Body::Gzip)?
                 }
             };
             let run = Run {
@@ -274,6 +301,10 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
         }
     }
     let rate = |s: f64| total as f64 / s;
+    let pair: Vec<String> = (runs[0].iter().zip(&runs[1]))
+        .map(|(s, c)| format!("{:.2}", c.seconds / s.seconds))
+        .collect();
+    println!("  one writer vs one curl, run by run: {}", pair.join(", "));
     let mut med = Vec::new();
     for (v, variant) in INGEST_VARIANTS.iter().enumerate() {
         let secs = median(&mut runs[v].iter().map(|x| x.seconds).collect::<Vec<_>>());
@@ -288,8 +319,8 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
         med.push(secs);
     }
     // Pair like with like: the store with its default options against one curl, and two
-    // concurrent writers against two curls.
-    for (label, store_v, curl_v) in [("one writer", 0, 3), ("two writers", 2, 4)] {
+    // concurrent writers against two curls (both posting the store's bytes).
+    for (label, store_v, curl_v) in [("one writer", 0, 1), ("two writers", 2, 3)] {
         let (s, c) = (med[store_v], med[curl_v]);
         table.push(format!(
             "| ingest 1M bars (100 series × 10k 1m bars, 5k lines/request), {label}, median of \
@@ -304,41 +335,99 @@ async fn ingest(server: &Influxd, dir: &Path, table: &mut Vec<String>) -> anyhow
     Ok(())
 }
 
+/// The request bodies curl posts.
+#[derive(Default)]
+struct Files {
+    /// What the store sends.
+    same: Vec<PathBuf>,
+    /// The same without `adj_close=0.0` (the line format before every line carried every
+    /// field).
+    no_adj: Vec<PathBuf>,
+    /// `same`, gzip-compressed.
+    gzip: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Same,
+    NoAdjClose,
+    Gzip,
+}
+
 /// How an ingest run sends its requests.
 #[derive(Clone, Copy)]
 enum Ingest {
     /// `writers` tasks calling `InfluxStore::write` one series after another, each call with
-    /// up to `in_flight` requests at once.
-    Store { writers: usize, in_flight: usize },
+    /// up to `in_flight` requests of `lines` lines at once.
+    Store {
+        writers: usize,
+        in_flight: usize,
+        lines: usize,
+    },
     /// `processes` curl processes, each sending its requests one after another.
-    Curl { processes: usize },
+    Curl { processes: usize, body: Body },
 }
 
-const INGEST_VARIANTS: [Ingest; 5] = [
+/// In run order: each store variant next to the curl run it is compared with, so that both
+/// see about the same machine load.
+const INGEST_VARIANTS: [Ingest; 8] = [
     Ingest::Store {
         writers: 1,
         in_flight: 1,
+        lines: LINES_PER_REQUEST,
     },
-    Ingest::Store {
-        writers: 1,
-        in_flight: 2,
+    Ingest::Curl {
+        processes: 1,
+        body: Body::Same,
     },
     Ingest::Store {
         writers: 2,
         in_flight: 1,
+        lines: LINES_PER_REQUEST,
     },
-    Ingest::Curl { processes: 1 },
-    Ingest::Curl { processes: 2 },
+    Ingest::Curl {
+        processes: 2,
+        body: Body::Same,
+    },
+    Ingest::Store {
+        writers: 1,
+        in_flight: 2,
+        lines: LINES_PER_REQUEST,
+    },
+    Ingest::Store {
+        writers: 1,
+        in_flight: 1,
+        lines: 2 * LINES_PER_REQUEST,
+    },
+    Ingest::Curl {
+        processes: 1,
+        body: Body::NoAdjClose,
+    },
+    Ingest::Curl {
+        processes: 1,
+        body: Body::Gzip,
+    },
 ];
 
 impl std::fmt::Display for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ingest::Store { writers, in_flight } => write!(
+            Ingest::Store {
+                writers,
+                in_flight,
+                lines,
+            } => write!(
                 f,
-                "store: {writers} writer(s) × {in_flight} request(s) in flight"
+                "store: {writers} writer(s) × {in_flight} in flight × {lines} lines"
             ),
-            Ingest::Curl { processes } => write!(f, "curl -K: {processes} process(es)"),
+            Ingest::Curl { processes, body } => {
+                let what = match body {
+                    Body::Same => "",
+                    Body::NoAdjClose => ", no adj_close",
+                    Body::Gzip => ", gzip",
+                };
+                write!(f, "curl -K: {processes} process(es){what}")
+            }
         }
     }
 }
@@ -351,6 +440,7 @@ fn curl_ingest(
     files: &[PathBuf],
     dir: &Path,
     processes: usize,
+    gzip: bool,
 ) -> anyhow::Result<f64> {
     let mut configs = Vec::new();
     for p in 0..processes {
@@ -365,6 +455,9 @@ fn curl_ingest(
                 server.url,
                 f.display()
             ));
+            if gzip {
+                cfg.push_str("header = \"Content-Encoding: gzip\"\n");
+            }
         }
         let path = dir.join(format!("curl{p}.cfg"));
         std::fs::write(&path, cfg)?;
@@ -432,9 +525,9 @@ async fn read(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()> {
     let batch = series("BIG", Interval::M1, READ_BARS, 7, false);
     store.write(&batch).await?;
     let key = batch.series().clone();
-    // The store's query, as text for curl.
+    // The store's OHLCV query, as text for curl: what a backtest asks for.
     let q = format!(
-        "SELECT open, high, low, close, volume, adj_close, source FROM bars \
+        "SELECT open, high, low, close, volume FROM bars \
          WHERE symbol = 'BIG' AND interval = '1m' AND {}",
         influxql::time_condition(TimeRange::ALL).unwrap_or_default()
     );
@@ -444,14 +537,37 @@ async fn read(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()> {
         store.read(&key, TimeRange::ALL).await? == batch.bars(),
         "read mismatch"
     );
+    let ohlcv: Vec<Bar> = batch
+        .bars()
+        .iter()
+        .map(|b| Bar {
+            adj_close: None,
+            source: SourceKind::Unknown,
+            ..*b
+        })
+        .collect();
+    ensure!(
+        store
+            .read_fields(&key, TimeRange::ALL, Fields::OHLCV)
+            .await?
+            == ohlcv,
+        "OHLCV read mismatch"
+    );
     curl_query(server, db, &q, "application/csv", 1_000_000)?;
-    let (mut ours, mut csv, mut msgpack) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut full, mut csv, mut msgpack) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..READ_REPS {
         let started = Instant::now();
-        let bars = store.read(&key, TimeRange::ALL).await?;
+        let bars = store
+            .read_fields(&key, TimeRange::ALL, Fields::OHLCV)
+            .await?;
         ours.push(started.elapsed().as_secs_f64());
         ensure!(bars.len() == READ_BARS, "read {} bars", bars.len());
         csv.push(curl_query(server, db, &q, "application/csv", 1_000_000)?);
+        let started = Instant::now();
+        let bars = store.read(&key, TimeRange::ALL).await?;
+        full.push(started.elapsed().as_secs_f64());
+        ensure!(bars.len() == READ_BARS, "read {} bars", bars.len());
         msgpack.push(curl_query(
             server,
             db,
@@ -460,10 +576,17 @@ async fn read(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()> {
             1_000_000,
         )?);
     }
-    let (s, c, m) = (median(&mut ours), median(&mut csv), median(&mut msgpack));
+    let (s, f, c, m) = (
+        median(&mut ours),
+        median(&mut full),
+        median(&mut csv),
+        median(&mut msgpack),
+    );
     println!(
-        "  median of {READ_REPS}: store {:.0} ms, curl csv {:.0} ms, curl msgpack {:.0} ms",
+        "  median of {READ_REPS}: store OHLCV {:.0} ms, store all fields {:.0} ms, \
+         curl csv {:.0} ms, curl msgpack {:.0} ms",
         s * 1e3,
+        f * 1e3,
         c * 1e3,
         m * 1e3
     );
@@ -473,10 +596,12 @@ async fn read(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()> {
         csv.iter().map(|x| (x * 1e3).round()).collect::<Vec<_>>()
     );
     table.push(format!(
-        "| read 100k bars of one series, median of {READ_REPS} | {:.0} ms = {:.0} bars/s, decoded to `Vec<Bar>` | \
-         {:.0} ms (curl, CSV to /dev/null; msgpack {:.0} ms) | {:.2}× | ≥ 1.0× |",
+        "| read 100k bars of one series, OHLCV, median of {READ_REPS} | {:.0} ms = {:.0} bars/s, \
+         decoded to `Vec<Bar>` (all fields: {:.0} ms) | {:.0} ms (curl, CSV of the OHLCV \
+         columns to /dev/null; msgpack {:.0} ms) | {:.2}× | ≥ 1.0× |",
         s * 1e3,
         READ_BARS as f64 / s,
+        f * 1e3,
         c * 1e3,
         m * 1e3,
         c / s

@@ -82,6 +82,32 @@ impl std::ops::AddAssign for IngestReport {
     }
 }
 
+/// When a failed change's range is invalidated again (see [`Writer::notify_late`]).
+const LATE_NOTICES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(10)];
+
+/// What a late invalidation needs of a change, without its bars.
+enum LateNotice {
+    Series(SeriesKey, TimeRange),
+    Actions(Symbol, TimeRange),
+}
+
+impl LateNotice {
+    fn of(op: &Op) -> LateNotice {
+        match op {
+            Op::Write(b) => LateNotice::Series(b.series().clone(), b.range()),
+            Op::Delete(s, r) => LateNotice::Series(s.clone(), *r),
+            Op::Actions(s, _, r) => LateNotice::Actions(s.clone(), *r),
+        }
+    }
+
+    fn tell(&self, l: &dyn WriteListener) {
+        match self {
+            LateNotice::Series(s, r) => l.touched(s, *r),
+            LateNotice::Actions(s, r) => l.actions_touched(s, *r),
+        }
+    }
+}
+
 /// One change to the primary.
 enum Op {
     Write(ValidatedBatch),
@@ -246,6 +272,9 @@ impl Writer {
         // The primary may differ in this range now, even when it failed: drop cached copies
         // before anyone is told the outcome.
         self.notify(&op);
+        if result.is_err() {
+            self.notify_late(&op);
+        }
         let settled = match &result {
             Ok(_) => self.settle(seq, true).await,
             Err(e) => {
@@ -291,6 +320,23 @@ impl Writer {
             "change-log entry left pending: replication waits for the next start-up"
         );
         Err(last.expect("three attempts failed").into())
+    }
+
+    /// A failed write can still land after its error: InfluxDB 1.x answers a partial write's
+    /// 400 as soon as one shard refused, while its other shards may still be applying their
+    /// lines. Nothing tells when they are done, so the range is invalidated again a little
+    /// later, and once more much later: a chunk cached in between (a read of a change that
+    /// was never acknowledged, so not a stale read) does not keep the old bars.
+    fn notify_late(&self, op: &Op) {
+        let (listeners, late) = (self.listeners.clone(), LateNotice::of(op));
+        tokio::spawn(async move {
+            for wait in LATE_NOTICES {
+                tokio::time::sleep(wait).await;
+                for l in listeners.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                    late.tell(l.as_ref());
+                }
+            }
+        });
     }
 
     fn notify(&self, op: &Op) {

@@ -6,6 +6,7 @@
 //! so NaN is free to mean "none"), `source: [u8; n]`. 57 bytes a bar. Columns make decoding a
 //! straight copy and keep the codec trivially checkable.
 
+use super::Fields;
 use crate::domain::{Bar, Interval, SourceKind};
 
 const VERSION: u8 = 1;
@@ -57,6 +58,18 @@ pub struct CorruptChunk(pub String);
 
 /// Decodes a chunk blob, appending the bars with `ts` in `[lo, hi)` to `out`.
 pub fn decode_into(blob: &[u8], lo: i64, hi: i64, out: &mut Vec<Bar>) -> Result<(), CorruptChunk> {
+    decode_fields_into(blob, lo, hi, Fields::ALL, out)
+}
+
+/// Like [`decode_into`], reading the optional columns only when `fields` asks for them (the
+/// others are left `None` / `Unknown`, as [`crate::store::Store::read_fields`] allows).
+pub fn decode_fields_into(
+    blob: &[u8],
+    lo: i64,
+    hi: i64,
+    fields: Fields,
+    out: &mut Vec<Bar>,
+) -> Result<(), CorruptChunk> {
     if blob.len() < HEADER || blob[0] != VERSION {
         return Err(CorruptChunk(format!(
             "bad header (len {}, version {:?})",
@@ -89,8 +102,12 @@ pub fn decode_into(blob: &[u8], lo: i64, hi: i64, out: &mut Vec<Bar>) -> Result<
             low: f64::from_bits(word(low, i)),
             close: f64::from_bits(word(close, i)),
             volume: f64::from_bits(word(volume, i)),
-            adj_close: (!a.is_nan()).then_some(a),
-            source: SourceKind::from_u8(source),
+            adj_close: (fields.adj_close && !a.is_nan()).then_some(a),
+            source: if fields.source {
+                SourceKind::from_u8(source)
+            } else {
+                SourceKind::Unknown
+            },
         });
     }
     Ok(())
@@ -165,6 +182,15 @@ mod tests {
         let mut part = Vec::new();
         decode_into(&blob, 61, 181, &mut part).unwrap();
         assert_eq!(part, bars[1..]);
+        let mut ohlcv = Vec::new();
+        decode_fields_into(&blob, 0, 1000, Fields::OHLCV, &mut ohlcv).unwrap();
+        assert_eq!(ohlcv.len(), 3);
+        assert!(
+            ohlcv
+                .iter()
+                .all(|b| b.adj_close.is_none() && b.source == SourceKind::Unknown)
+        );
+        assert_eq!(ohlcv[0].close, bars[0].close);
         assert!(decode(&blob[..blob.len() - 1]).is_err());
         assert!(decode(&[]).is_err());
     }

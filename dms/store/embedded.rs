@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chunk::{self, CorruptChunk};
-use super::{SeriesStats, Store, StoreError, StoreHealth};
+use super::{Fields, SeriesStats, Store, StoreError, StoreHealth};
 use crate::domain::{ActionKind, Bar, CorporateAction, Interval, SeriesKey, Symbol, TimeRange};
 use crate::validate::ValidatedBatch;
 
@@ -311,7 +311,12 @@ fn write_batch(conn: &mut Connection, batch: &ValidatedBatch) -> Result<(), Erro
     Ok(())
 }
 
-fn read_range(conn: &Connection, key: &SeriesKey, range: TimeRange) -> Result<Vec<Bar>, Error> {
+fn read_range(
+    conn: &Connection,
+    key: &SeriesKey,
+    range: TimeRange,
+    fields: Fields,
+) -> Result<Vec<Bar>, Error> {
     let Some(sid) = series_id(conn, key)? else {
         return Ok(Vec::new());
     };
@@ -324,7 +329,7 @@ fn read_range(conn: &Connection, key: &SeriesKey, range: TimeRange) -> Result<Ve
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let blob = row.get_ref(0)?.as_blob()?;
-        chunk::decode_into(blob, range.start(), range.end(), &mut out)?;
+        chunk::decode_fields_into(blob, range.start(), range.end(), fields, &mut out)?;
     }
     Ok(out)
 }
@@ -450,8 +455,18 @@ impl Store for EmbeddedStore {
     }
 
     async fn read(&self, series: &SeriesKey, range: TimeRange) -> Result<Vec<Bar>, StoreError> {
+        self.read_fields(series, range, Fields::ALL).await
+    }
+
+    async fn read_fields(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        fields: Fields,
+    ) -> Result<Vec<Bar>, StoreError> {
         let key = series.clone();
-        self.with_reader(move |c| read_range(c, &key, range)).await
+        self.with_reader(move |c| read_range(c, &key, range, fields))
+            .await
     }
 
     async fn latest(&self, series: &[SeriesKey]) -> Result<HashMap<SeriesKey, Bar>, StoreError> {

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use dms::domain::{CorporateAction, Interval, SourceKind, Symbol, TimeRange};
-use dms::store::{RangeSummary, Store};
+use dms::domain::{Bar, CorporateAction, Interval, SourceKind, Symbol, TimeRange};
+use dms::store::{Fields, RangeSummary, Store};
 
 use crate::helpers::bars::{T0, bar, bars, batch, key};
 
@@ -265,6 +265,92 @@ pub async fn large_batches_spanning_many_chunks_round_trip(s: &dyn Store) {
     assert_eq!(got[15_000..], all[15_000..]);
 }
 
+pub async fn a_projected_read_returns_the_same_bars_less_what_it_leaves_out(s: &dyn Store) {
+    let k = key("PROJ", Interval::M1);
+    let mut all = bars(T0, 3_000, Interval::M1, 7.0);
+    for (i, b) in all.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            b.adj_close = None;
+        }
+        if i % 2 == 0 {
+            b.source = SourceKind::Yahoo;
+        }
+    }
+    s.write(&batch(&k, all.clone())).await.unwrap();
+    let r = TimeRange::new(all[100].ts, all[2_900].ts).unwrap();
+    let want = &all[100..2_900];
+    assert_eq!(s.read_fields(&k, r, Fields::ALL).await.unwrap(), want);
+    let combos = [
+        Fields::OHLCV,
+        Fields {
+            adj_close: true,
+            source: false,
+        },
+        Fields {
+            adj_close: false,
+            source: true,
+        },
+    ];
+    for fields in combos {
+        let got = s.read_fields(&k, r, fields).await.unwrap();
+        assert_eq!(got.len(), want.len(), "{fields:?}");
+        for (g, w) in got.iter().zip(want) {
+            // OHLCV always; an optional field is either read or left at its "absent" value.
+            let ohlcv = |b: &Bar| (b.ts, b.open, b.high, b.low, b.close, b.volume);
+            assert_eq!(ohlcv(g), ohlcv(w), "{fields:?}");
+            if fields.adj_close {
+                assert_eq!(g.adj_close, w.adj_close, "{fields:?}");
+            } else {
+                assert!(g.adj_close.is_none() || g.adj_close == w.adj_close);
+            }
+            if fields.source {
+                assert_eq!(g.source, w.source, "{fields:?}");
+            } else {
+                assert!(g.source == SourceKind::Unknown || g.source == w.source);
+            }
+        }
+    }
+    // A series or range with nothing in it.
+    let none = TimeRange::new(T0 - DAY, T0).unwrap();
+    assert!(
+        s.read_fields(&k, none, Fields::OHLCV)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = key("PROJ", Interval::M5);
+    assert!(
+        s.read_fields(&other, TimeRange::ALL, Fields::OHLCV)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn an_overwrite_that_drops_adj_close_leaves_none_behind(s: &dyn Store) {
+    let k = key("DROPADJ", Interval::D1);
+    let with = bars(T0, 40, Interval::D1, 3.0);
+    s.write(&batch(&k, with.clone())).await.unwrap();
+    let without: Vec<Bar> = with[10..30]
+        .iter()
+        .map(|b| Bar {
+            adj_close: None,
+            close: b.close + 0.25,
+            high: b.high + 0.25,
+            ..*b
+        })
+        .collect();
+    s.write(&batch(&k, without.clone())).await.unwrap();
+    let mut want = with.clone();
+    want[10..30].copy_from_slice(&without);
+    assert_eq!(s.read(&k, TimeRange::ALL).await.unwrap(), want);
+    assert_eq!(
+        s.summary(&k, TimeRange::ALL).await.unwrap(),
+        RangeSummary::of(&want)
+    );
+    assert_eq!(s.count(&k, TimeRange::ALL).await.unwrap(), 40);
+}
+
 /// Expands to one `#[tokio::test]` per behaviour for the store built by `$factory`.
 #[macro_export]
 macro_rules! store_suite {
@@ -281,6 +367,8 @@ macro_rules! store_suite {
                 odd_symbols_round_trip_and_never_alter_a_query,
                 corporate_actions_are_upserted_per_kind_and_date,
                 large_batches_spanning_many_chunks_round_trip,
+                a_projected_read_returns_the_same_bars_less_what_it_leaves_out,
+                an_overwrite_that_drops_adj_close_leaves_none_behind,
             );
         }
     };

@@ -17,7 +17,13 @@
 //! - **Errors** ([`ClientError`], mapped to [`StoreError`] in one place): connection failures,
 //!   timeouts, 5xx, 408 and 429 are `Unavailable` (retry later); other 4xx, including InfluxDB's
 //!   "partial write", are `Rejected` with InfluxDB's message; an answer DMS cannot read is
-//!   `Corrupt`.
+//!   `Corrupt`. Messages say what may have happened on the server, because a failed write is
+//!   not always a write that did nothing: a refused or failed connection sent nothing ("nothing
+//!   was sent"); a timeout or a connection lost after the request started may have been applied
+//!   ("may have been applied"); a 400 "partial write" stores every other line of the request
+//!   (verified on 1.6.7, which may still be storing them when it answers). Server messages are
+//!   cut to their first line and [`MAX_MESSAGE`] bytes; URLs (which may carry credentials)
+//!   never appear.
 //! - Responses are not gzip-compressed on purpose: on a LAN compression costs InfluxDB more CPU
 //!   than it saves.
 
@@ -36,7 +42,7 @@ use crate::store::StoreError;
 pub const STORE: &str = "influxdb";
 
 /// Longest server message kept in an error.
-const MAX_MESSAGE: usize = 1024;
+pub const MAX_MESSAGE: usize = 300;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +251,7 @@ impl InfluxClient {
         let resp = self.send(what, req.timeout(self.timeout)).await?;
         let status = resp.status();
         if status != StatusCode::OK && status != StatusCode::NO_CONTENT {
-            return Err(error_status(what, resp).await);
+            return Err(self.error_status(what, resp).await);
         }
         Ok(resp
             .headers()
@@ -254,16 +260,20 @@ impl InfluxClient {
             .map(str::to_string))
     }
 
-    /// Writes a line-protocol body (precision seconds). An empty body sends nothing: InfluxDB
-    /// answers one with success, which would hide a bug.
-    pub async fn write(&self, body: Vec<u8>) -> Result<(), ClientError> {
+    /// Writes a line-protocol body of `lines` lines (precision seconds). An empty body sends
+    /// nothing: InfluxDB answers one with success, which would hide a bug.
+    pub async fn write(&self, body: Vec<u8>, lines: usize) -> Result<(), ClientError> {
         if body.is_empty() {
             return Ok(());
         }
         let what = "write";
         let resp = self.send(what, self.write_request(body)?).await?;
         if !resp.status().is_success() {
-            return Err(error_status(what, resp).await);
+            let mut e = self.error_status(what, resp).await;
+            if let ClientError::Status { message, .. } = &mut e {
+                note_partial_write(message, lines);
+            }
+            return Err(e);
         }
         Ok(())
     }
@@ -299,7 +309,7 @@ impl InfluxClient {
         let what = "query";
         let resp = self.send(what, self.query_request(q)?).await?;
         if resp.status() != StatusCode::OK {
-            return Err(error_status(what, resp).await);
+            return Err(self.error_status(what, resp).await);
         }
         let content_type = resp
             .headers()
@@ -318,7 +328,7 @@ impl InfluxClient {
             source,
         };
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| transport(what, &e))?;
+            let chunk = chunk.map_err(|e| self.transport(what, Stage::Body, &e))?;
             decoder.feed(&chunk, sink).map_err(decode)?;
         }
         decoder.finish(sink).map_err(decode)
@@ -376,7 +386,9 @@ impl InfluxClient {
         what: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        req.send().await.map_err(|e| transport(what, &e))
+        req.send()
+            .await
+            .map_err(|e| self.transport(what, Stage::Request, &e))
     }
 }
 
@@ -418,68 +430,124 @@ fn auth_from(
     Ok(Auth::None)
 }
 
-/// A transport failure, described by what failed and its innermost cause (`connection
-/// refused`), never with the URL, which could carry credentials.
-fn transport(what: &str, e: &reqwest::Error) -> ClientError {
-    // The reqwest error itself names the URL: only its sources are shown.
-    let mut innermost = None;
-    let mut next = std::error::Error::source(e);
-    while let Some(cause) = next {
-        innermost = Some(cause);
-        next = cause.source();
+/// Where a transport failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before the response status arrived: the request may or may not have reached InfluxDB.
+    Request,
+    /// While reading the body of a response whose status had arrived.
+    Body,
+}
+
+impl InfluxClient {
+    /// A transport failure, described by what failed, whether the request may have been
+    /// applied, and the innermost cause (`connection refused`), never with the URL, which
+    /// could carry credentials.
+    fn transport(&self, what: &str, stage: Stage, e: &reqwest::Error) -> ClientError {
+        // The reqwest error itself names the URL: only its sources are shown.
+        let mut innermost = None;
+        let mut next = std::error::Error::source(e);
+        while let Some(cause) = next {
+            innermost = Some(cause);
+            next = cause.source();
+        }
+        let detail = innermost.map(|c| c.to_string()).unwrap_or_default();
+        let secs = self.timeout.as_secs();
+        let message = match stage {
+            Stage::Request if e.is_connect() && e.is_timeout() => {
+                format!("cannot connect: timed out after {secs}s (nothing was sent)")
+            }
+            Stage::Request if e.is_connect() => {
+                format!("cannot connect: {detail} (nothing was sent)")
+            }
+            Stage::Request if e.is_timeout() => {
+                format!("no answer within {secs}s (the request may have been applied)")
+            }
+            Stage::Request => {
+                format!(
+                    "connection lost before the answer: {detail} (the request may have been applied)"
+                )
+            }
+            Stage::Body if e.is_timeout() => {
+                format!("the response stalled for more than {secs}s")
+            }
+            Stage::Body => format!("the response broke off: {detail}"),
+        };
+        ClientError::Transport {
+            what: what.into(),
+            message: message.to_lowercase(),
+        }
     }
-    let detail = innermost.map(|c| format!(": {c}")).unwrap_or_default();
-    let message = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        format!("cannot connect{detail}")
-    } else {
-        format!("request failed{detail}")
-    };
-    ClientError::Transport {
-        what: what.into(),
-        message: message.to_lowercase(),
+
+    /// The error InfluxDB gave with a non-success status: its JSON `error`, else the
+    /// `X-Influxdb-Error` header, else the start of the body; see [`short`].
+    async fn error_status(&self, what: &str, resp: reqwest::Response) -> ClientError {
+        let status = resp.status();
+        let header = resp
+            .headers()
+            .get("x-influxdb-error")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return self.transport(what, Stage::Body, &e),
+        };
+        let from_json = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_string));
+        let text = from_json
+            .or(header)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let mut message = short(&text);
+        if message.is_empty() {
+            message = status
+                .canonical_reason()
+                .unwrap_or("no message")
+                .to_lowercase();
+        }
+        ClientError::Status {
+            what: what.into(),
+            status,
+            message,
+        }
     }
 }
 
-/// The error InfluxDB gave with a non-success status: its JSON `error`, else the
-/// `X-Influxdb-Error` header, else the start of the body.
-async fn error_status(what: &str, resp: reqwest::Response) -> ClientError {
-    let status = resp.status();
-    let header = resp
-        .headers()
-        .get("x-influxdb-error")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return transport(what, &e),
+/// Says what a 400 "partial write" stored: InfluxDB (verified on 1.6.7) stores every line of
+/// the request but the `dropped=N` it names, possibly only after it answered (1.6 answers as
+/// soon as one shard fails, while the others may still be writing).
+fn note_partial_write(message: &mut String, lines: usize) {
+    if !message.starts_with("partial write") {
+        return;
+    }
+    let dropped = message.rsplit_once("dropped=").and_then(|(_, n)| {
+        n.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse::<usize>()
+            .ok()
+    });
+    let note = match dropped {
+        Some(n) if n >= lines => " (no line of the request was stored)".to_string(),
+        Some(n) => format!(
+            " (influxdb stores the other {} lines of the request)",
+            lines - n
+        ),
+        None => " (influxdb may store other lines of the request)".to_string(),
     };
-    let from_json = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error")?.as_str().map(str::to_string));
-    let mut message = from_json
-        .or(header)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-    if message.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push('…');
+    message.push_str(&note);
+}
+
+/// The first line of a server message, at most [`MAX_MESSAGE`] bytes (cut at a character
+/// boundary, marked with `…`).
+fn short(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or("").trim_end();
+    if line.len() <= MAX_MESSAGE {
+        return line.to_string();
     }
-    if message.is_empty() {
-        message = status
-            .canonical_reason()
-            .unwrap_or("no message")
-            .to_lowercase();
+    let mut cut = MAX_MESSAGE;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
     }
-    ClientError::Status {
-        what: what.into(),
-        status,
-        message,
-    }
+    format!("{}…", &line[..cut])
 }
 
 #[cfg(test)]
@@ -672,5 +740,40 @@ mod tests {
             e.to_string(),
             "influxdb: rejected: write: 400 Bad Request: m"
         );
+    }
+
+    #[test]
+    fn a_partial_write_says_how_many_lines_were_stored() {
+        let note = |m: &str, lines| {
+            let mut m = m.to_string();
+            note_partial_write(&mut m, lines);
+            m
+        };
+        let conflict = "partial write: field type conflict: input field \"volume\" on \
+                        measurement \"bars\" is type float, already exists as type string dropped=1";
+        assert_eq!(
+            note(conflict, 5_000),
+            format!("{conflict} (influxdb stores the other 4999 lines of the request)")
+        );
+        assert!(note(conflict, 1).ends_with("(no line of the request was stored)"));
+        assert!(
+            note("partial write: max-values-per-tag limit exceeded", 9)
+                .ends_with("(influxdb may store other lines of the request)")
+        );
+        assert_eq!(
+            note("database not found: \"x\"", 9),
+            "database not found: \"x\""
+        );
+    }
+
+    #[test]
+    fn server_messages_are_cut_to_one_short_line() {
+        assert_eq!(short("  database not found: x\n"), "database not found: x");
+        assert_eq!(short("<html>\n<body>secret stuff</body>"), "<html>");
+        let long = "é".repeat(MAX_MESSAGE);
+        let cut = short(&long);
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(short(""), "");
     }
 }

@@ -68,13 +68,6 @@ pub fn time_condition(range: TimeRange) -> Option<String> {
     Some(out)
 }
 
-/// `time >= first AND time <= last` for whole seconds (which the caller read from the store,
-/// so they are storable).
-pub fn time_between(first: i64, last: i64) -> String {
-    let ns = |s: i64| s.clamp(MIN_S, MAX_S) * NS;
-    format!("time >= {} AND time <= {}", ns(first), ns(last))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,13 +159,5 @@ mod tests {
         assert!(time_condition(TimeRange::new(MAX_S + 1, MAX_S + 2).unwrap()).is_none());
         assert!(time_condition(TimeRange::new(i64::MIN / 4, MIN_S).unwrap()).is_none());
         assert!(time_condition(TimeRange::new(i64::MIN / 4, MIN_S + 1).unwrap()).is_some());
-    }
-
-    #[test]
-    fn closed_spans_cover_both_ends() {
-        assert_eq!(
-            time_between(10, 20),
-            "time >= 10000000000 AND time <= 20000000000"
-        );
     }
 }

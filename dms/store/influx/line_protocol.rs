@@ -3,8 +3,23 @@
 //!
 //! ```text
 //! bars,symbol=AAPL,interval=1d open=185.5,high=186.75,low=183.25,close=185.64,volume=82488700.0,adj_close=184.9,source="yahoo" 1704153600
+//! bars,symbol=AAPL,interval=1m open=185.5,high=186.75,low=183.25,close=185.64,volume=1200.0,adj_close=0.0,source="yahoo" 1704153600
 //! actions,symbol=AAPL,kind=split amount=4.0,numerator=4.0,denominator=1.0,source="yahoo" 1598832000
+//! actions,symbol=AAPL,kind=dividend amount=0.24,numerator=0.0,denominator=0.0,source="yahoo" 1598832000
 //! ```
+//!
+//! **Every line carries every field** of its measurement. InfluxDB merges a rewrite of a point
+//! (same measurement, tags and time) into the stored one field by field, so a line that left
+//! out a field would keep the stored value of it; a line with all of them replaces the point in
+//! one write, with nothing deleted first, so a concurrent reader never finds the point missing.
+//! (It may find it half-replaced: InfluxDB reads each field through its own cursor, so a point
+//! read while it is overwritten can show some fields of each write; seen on 1.6.7.)
+//!
+//! An absent optional value is written as `0.0` ([`ABSENT`]): stored prices and split ratios
+//! are positive, so 0 is free to mean "none" (the checksum of [`crate::store::RangeSummary`]
+//! hashes an absent `adj_close` as 0 too), and reading maps both 0 and a missing field (points
+//! written before this rule) to `None`. A present value that is not positive could not be told
+//! from an absent one and is refused.
 //!
 //! Timestamps are whole seconds (`precision=s`). Floats are written with `ryu`, the shortest
 //! text that parses back to the same `f64`, so values come back bit-identical.
@@ -40,7 +55,13 @@ pub enum LineError {
     TrailingBackslash { what: &'static str, value: String },
     #[error("{field} is not a finite number ({value})")]
     NonFinite { field: &'static str, value: f64 },
+    #[error("{field} is {value}, but a stored {field} must be positive")]
+    NotPositive { field: &'static str, value: f64 },
 }
+
+/// How an absent optional field (`adj_close`, a split's `numerator` and `denominator`) is
+/// written and what reads back as `None` (see the module docs).
+pub const ABSENT: f64 = 0.0;
 
 /// Checks that `value` can be a tag value (see the module docs); `what` names it in the error.
 pub fn check_tag_value(what: &'static str, value: &str) -> Result<(), LineError> {
@@ -146,25 +167,35 @@ fn prefix(measurement: &str, symbol: &str, key: &str, value: &str) -> Result<Vec
     Ok(p)
 }
 
-/// Appends one bar's line after `prefix` (from [`bars_prefix`]). `adj_close` is left out when
-/// absent; the store removes a stored one first (see `super::rewrite`).
+/// An optional positive value as written: [`ABSENT`] for `None`.
+fn optional(field: &'static str, value: Option<f64>) -> Result<f64, LineError> {
+    match value {
+        None => Ok(ABSENT),
+        // Non-finite values are refused by `push_float_field`.
+        Some(v) if v <= 0.0 => Err(LineError::NotPositive { field, value: v }),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Appends one bar's line after `prefix` (from [`bars_prefix`]), with every field (an absent
+/// `adj_close` as [`ABSENT`]).
 pub fn push_bar(out: &mut Vec<u8>, prefix: &[u8], bar: &Bar) -> Result<(), LineError> {
     let start = out.len();
     out.extend_from_slice(prefix);
-    let fields = [
-        ("open", bar.open),
-        ("high", bar.high),
-        ("low", bar.low),
-        ("close", bar.close),
-        ("volume", bar.volume),
-    ];
-    let mut result = Ok(());
-    for (i, (name, value)) in fields.into_iter().enumerate() {
-        result = result.and_then(|()| push_float_field(out, i == 0, name, value));
-    }
-    if let Some(adj) = bar.adj_close {
-        result = result.and_then(|()| push_float_field(out, false, "adj_close", adj));
-    }
+    let result = optional("adj_close", bar.adj_close).and_then(|adj| {
+        let fields = [
+            ("open", bar.open),
+            ("high", bar.high),
+            ("low", bar.low),
+            ("close", bar.close),
+            ("volume", bar.volume),
+            ("adj_close", adj),
+        ];
+        fields
+            .into_iter()
+            .enumerate()
+            .try_for_each(|(i, (name, value))| push_float_field(out, i == 0, name, value))
+    });
     if let Err(e) = result {
         out.truncate(start);
         return Err(e);
@@ -180,8 +211,8 @@ pub fn actions_prefix(symbol: &str, kind: &str) -> Result<Vec<u8>, LineError> {
     prefix(ACTIONS, symbol, "kind", kind)
 }
 
-/// Appends one corporate action's line after `prefix` (from [`actions_prefix`]);
-/// `numerator` and `denominator` are left out when absent.
+/// Appends one corporate action's line after `prefix` (from [`actions_prefix`]), with every
+/// field (absent split ratios as [`ABSENT`]).
 pub fn push_action(
     out: &mut Vec<u8>,
     prefix: &[u8],
@@ -189,13 +220,13 @@ pub fn push_action(
 ) -> Result<(), LineError> {
     let start = out.len();
     out.extend_from_slice(prefix);
-    let mut result = push_float_field(out, true, "amount", action.amount);
-    if let Some(n) = action.numerator {
-        result = result.and_then(|()| push_float_field(out, false, "numerator", n));
-    }
-    if let Some(d) = action.denominator {
-        result = result.and_then(|()| push_float_field(out, false, "denominator", d));
-    }
+    let result = (|| {
+        let numerator = optional("numerator", action.numerator)?;
+        let denominator = optional("denominator", action.denominator)?;
+        push_float_field(out, true, "amount", action.amount)?;
+        push_float_field(out, false, "numerator", numerator)?;
+        push_float_field(out, false, "denominator", denominator)
+    })();
     if let Err(e) = result {
         out.truncate(start);
         return Err(e);
@@ -308,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn bars_are_written_in_the_design_schema() {
+    fn bars_carry_every_field_with_an_absent_adj_close_as_zero() {
         let prefix = bars_prefix("BRK B", "1d").unwrap();
         let mut out = Vec::new();
         push_bar(&mut out, &prefix, &bar(Some(184.9))).unwrap();
@@ -318,7 +349,7 @@ mod tests {
             "bars,symbol=BRK\\ B,interval=1d open=185.5,high=186.75,low=0.30000000000000004,\
              close=1e20,volume=82488700.0,adj_close=184.9,source=\"yahoo\" 1704153600\n\
              bars,symbol=BRK\\ B,interval=1d open=185.5,high=186.75,low=0.30000000000000004,\
-             close=1e20,volume=82488700.0,source=\"yahoo\" 1704153600\n"
+             close=1e20,volume=82488700.0,adj_close=0.0,source=\"yahoo\" 1704153600\n"
         );
     }
 
@@ -355,6 +386,21 @@ mod tests {
             })
         ));
         assert_eq!(out, b"before\n");
+        // A present value that would read back as absent.
+        for adj in [0.0, -0.0, -1.0] {
+            b.adj_close = Some(adj);
+            assert!(matches!(
+                push_bar(&mut out, &prefix, &b),
+                Err(LineError::NotPositive {
+                    field: "adj_close",
+                    ..
+                })
+            ));
+        }
+        let prefix = actions_prefix("A", "split").unwrap();
+        let split = CorporateAction::split(0, 0.0, 1.0, SourceKind::Yahoo);
+        assert!(push_action(&mut out, &prefix, &split).is_err());
+        assert_eq!(out, b"before\n");
     }
 
     #[test]
@@ -370,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn actions_carry_split_ratios_only_when_present() {
+    fn actions_carry_every_field_with_absent_ratios_as_zero() {
         let prefix = actions_prefix("AAPL", "split").unwrap();
         let mut out = Vec::new();
         push_action(
@@ -390,7 +436,8 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "actions,symbol=AAPL,kind=split amount=4.0,numerator=4.0,denominator=1.0,\
              source=\"yahoo\" 1704153600\n\
-             actions,symbol=AAPL,kind=dividend amount=0.24,source=\"futu\" 1704153600\n"
+             actions,symbol=AAPL,kind=dividend amount=0.24,numerator=0.0,denominator=0.0,\
+             source=\"futu\" 1704153600\n"
         );
     }
 }

@@ -7,23 +7,25 @@
 //! - [`influxql`]: quoting literals and identifiers; time conditions.
 //! - `response`: streaming MessagePack/JSON decoding of `/query` responses.
 //! - `parse`: decoded rows → bars, actions, series statistics.
-//! - `rewrite`: deleting stored points whose rewrite drops an optional field.
 //!
 //! # Schema
 //! Measurement `bars`, tags `symbol` and `interval`, float fields `open, high, low, close,
-//! volume` and `adj_close` (only when the bar has one), string field `source`, time in whole
-//! seconds. Measurement `actions`, tags `symbol` and `kind`, float fields `amount` and, for
-//! splits, `numerator` and `denominator`, string field `source`.
+//! volume, adj_close` (`0.0` when the bar has none), string field `source`, time in whole
+//! seconds. Measurement `actions`, tags `symbol` and `kind`, float fields `amount`,
+//! `numerator` and `denominator` (`0.0` unless a split), string field `source`.
 //!
 //! # Semantics
-//! - **Overwrites**: InfluxDB replaces a point's fields one by one, so a rewrite keeps fields it
-//!   does not carry; `rewrite` deletes stored points that would keep a stale `adj_close` (or
-//!   split ratio) before writing. A batch is split into requests of
-//!   [`InfluxOptions::lines_per_request`] lines, [`InfluxOptions::writes_in_flight`] at a
-//!   time; a failed batch may be partly stored (and points it rewrites without `adj_close`
-//!   may be missing until then), and writing it again restores exactly the batch.
-//! - **Reads** ask for MessagePack (see `response` for why not CSV) and decode the body as it
-//!   streams in. Ranges are half-open `[start, end)`; bars come back sorted by time.
+//! - **Overwrites**: InfluxDB merges a rewrite of a point into it field by field, so every line
+//!   carries every field (see [`line_protocol`]): one write replaces the point, nothing is
+//!   deleted first, and a concurrent reader never sees fewer bars (each of its fields old or
+//!   new; not necessarily all from the same write).
+//!   A batch is split into requests of [`InfluxOptions::lines_per_request`] lines,
+//!   [`InfluxOptions::writes_in_flight`] at a time; a failed batch may be partly stored (InfluxDB
+//!   applies the good lines of a request it answers with 400, and a request that timed out or
+//!   lost its connection may have been applied), and writing it again stores exactly the batch.
+//! - **Reads** ask for MessagePack (see `response` for why not CSV) and decode each chunk of the
+//!   response as it arrives; [`Store::read_fields`] selects only the fields asked for.
+//!   Ranges are half-open `[start, end)`; bars come back sorted by time.
 //! - **Latest**: one query for all series, `GROUP BY symbol, interval ORDER BY time DESC LIMIT
 //!   1` (not `last(*)`, whose time is 0 on 1.x).
 //! - **Symbols** are opaque text: escaped as tag values when written and as string literals in
@@ -38,7 +40,6 @@ pub mod influxql;
 pub mod line_protocol;
 mod parse;
 mod response;
-mod rewrite;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -48,11 +49,11 @@ use tokio::task::JoinSet;
 use self::client::{InfluxClient, STORE};
 use self::line_protocol::{ACTIONS, BARS, LineError};
 use self::parse::{
-    ACTION_COLUMNS, ActionsSink, BAR_COLUMNS, BarsSink, CountSink, LatestSink, NamesSink, StatsSink,
+    ACTION_COLUMNS, ActionsSink, BAR_COLUMNS, BarsSink, CountSink, LatestSink, NamesSink,
+    StatsSink, bar_columns,
 };
 pub use self::response::Format as ReadFormat;
-use self::rewrite::NewPoint;
-use super::{SeriesStats, Store, StoreError, StoreHealth};
+use super::{Fields, SeriesStats, Store, StoreError, StoreHealth};
 use crate::config::InfluxConfig;
 use crate::domain::{ActionKind, Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
 use crate::validate::ValidatedBatch;
@@ -199,7 +200,8 @@ impl InfluxStore {
                 finished(tasks.join_next().await)?;
             }
             let client = self.client.clone();
-            tasks.spawn(async move { client.write(body).await });
+            let lines = chunk.len();
+            tasks.spawn(async move { client.write(body, lines).await });
         }
         while !tasks.is_empty() {
             finished(tasks.join_next().await)?;
@@ -241,21 +243,6 @@ impl Store for InfluxStore {
         let key = batch.series();
         let prefix = line_protocol::bars_prefix(key.symbol.as_str(), key.interval.as_str())
             .map_err(rejected)?;
-        let points: Vec<NewPoint> = batch
-            .bars()
-            .iter()
-            .map(|b| NewPoint {
-                ts: b.ts,
-                present: b.adj_close.is_some() as u8,
-            })
-            .collect();
-        rewrite::clear_dropped_fields(
-            &self.client,
-            &rewrite::BAR_FIELDS,
-            &series_filter(key),
-            &points,
-        )
-        .await?;
         self.send_lines(batch.bars(), prefix.len() + 128, |out, bar: &Bar| {
             line_protocol::push_bar(out, &prefix, bar)
         })
@@ -263,12 +250,22 @@ impl Store for InfluxStore {
     }
 
     async fn read(&self, series: &SeriesKey, range: TimeRange) -> Result<Vec<Bar>, StoreError> {
+        self.read_fields(series, range, Fields::ALL).await
+    }
+
+    async fn read_fields(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        fields: Fields,
+    ) -> Result<Vec<Bar>, StoreError> {
         let Some(time) = influxql::time_condition(range).filter(|_| storable(&series.symbol))
         else {
             return Ok(Vec::new());
         };
         let q = format!(
-            "SELECT {BAR_COLUMNS} FROM {BARS} WHERE {} AND {time}",
+            "SELECT {} FROM {BARS} WHERE {} AND {time}",
+            bar_columns(fields),
             series_filter(series)
         );
         let mut sink = BarsSink::default();
@@ -312,7 +309,9 @@ impl Store for InfluxStore {
         Ok(sink.out)
     }
 
-    async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {
+    /// One `count(close)` query: InfluxDB counts from its index and block headers without
+    /// sending a bar.
+    async fn count(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {
         let Some(time) = influxql::time_condition(range).filter(|_| storable(&series.symbol))
         else {
             return Ok(0);
@@ -321,11 +320,21 @@ impl Store for InfluxStore {
         let mut count = CountSink::default();
         let q = format!("SELECT count(close) FROM {BARS} WHERE {filter} AND {time}");
         self.client.query(&q, &mut count).await?;
-        if count.count > 0 {
+        Ok(count.count)
+    }
+
+    async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, StoreError> {
+        let Some(time) = influxql::time_condition(range).filter(|_| storable(&series.symbol))
+        else {
+            return Ok(0);
+        };
+        let count = self.count(series, range).await?;
+        if count > 0 {
+            let filter = series_filter(series);
             let q = format!("DELETE FROM {BARS} WHERE {filter} AND {time}");
             self.client.execute(&q).await?;
         }
-        Ok(count.count)
+        Ok(count)
     }
 
     async fn list_series(&self) -> Result<Vec<SeriesStats>, StoreError> {
@@ -367,21 +376,7 @@ impl Store for InfluxStore {
             .map(|kind| line_protocol::actions_prefix(symbol.as_str(), kind.as_str()))
             .collect::<Result<_, _>>()
             .map_err(rejected)?;
-        for ((kind, points), prefix) in by_kind.iter().zip(&prefixes) {
-            let new: Vec<NewPoint> = points
-                .values()
-                .map(|a| NewPoint {
-                    ts: a.ts,
-                    present: a.numerator.is_some() as u8 | (a.denominator.is_some() as u8) << 1,
-                })
-                .collect();
-            let filter = format!(
-                "symbol = {} AND kind = {}",
-                influxql::string(symbol.as_str()),
-                influxql::string(kind.as_str())
-            );
-            rewrite::clear_dropped_fields(&self.client, &rewrite::ACTION_FIELDS, &filter, &new)
-                .await?;
+        for (points, prefix) in by_kind.values().zip(&prefixes) {
             lines.extend(points.values().map(|a| (prefix.as_slice(), *a)));
         }
         self.send_lines(&lines, 128, |out, (prefix, action)| {

@@ -5,11 +5,25 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::line_protocol::ABSENT;
 use super::response::{Row, SeriesHeader, Sink, Value};
 use crate::domain::{ActionKind, Bar, CorporateAction, SeriesKey, SourceKind, Symbol};
+use crate::store::Fields;
 
-/// The fields of a bar, in the order queries select them.
+/// Every field of a bar, in the order queries select them.
 pub const BAR_COLUMNS: &str = "open, high, low, close, volume, adj_close, source";
+
+/// The fields of a bar a read of `fields` selects: OHLCV always, then the optional ones asked
+/// for. A backtest asks for OHLCV only, and every column left out is one InfluxDB does not
+/// merge, encode and send.
+pub fn bar_columns(fields: Fields) -> &'static str {
+    match (fields.adj_close, fields.source) {
+        (true, true) => BAR_COLUMNS,
+        (true, false) => "open, high, low, close, volume, adj_close",
+        (false, true) => "open, high, low, close, volume, source",
+        (false, false) => "open, high, low, close, volume",
+    }
+}
 
 /// The fields of a corporate action, in the order queries select them.
 pub const ACTION_COLUMNS: &str = "amount, numerator, denominator, source";
@@ -31,6 +45,8 @@ fn float(row: &Row<'_>, i: usize, name: &str, ts: i64) -> Result<f64, String> {
         .ok_or_else(|| format!("{name} at {ts} is {:?}, not a number", row.get(i)))
 }
 
+/// An optional field: `None` when the column is not selected, the point has no such field
+/// (written before every line carried every field) or holds [`ABSENT`].
 fn optional_float(
     row: &Row<'_>,
     i: Option<usize>,
@@ -38,7 +54,9 @@ fn optional_float(
     ts: i64,
 ) -> Result<Option<f64>, String> {
     match i {
-        Some(i) if row.get(i) != Value::Null => float(row, i, name, ts).map(Some),
+        Some(i) if row.get(i) != Value::Null => {
+            float(row, i, name, ts).map(|v| (v != ABSENT).then_some(v))
+        }
         _ => Ok(None),
     }
 }
@@ -234,45 +252,6 @@ impl Sink for ActionsSink {
             denominator: optional_float(row, denominator, "denominator", ts)?,
             source: source(row, src),
         });
-        Ok(())
-    }
-}
-
-/// The instant of every row, and which of `fields` it holds (bit `i` for `fields[i]`).
-pub struct PresenceSink {
-    fields: &'static [&'static str],
-    columns: Option<(usize, Vec<Option<usize>>)>,
-    pub rows: Vec<(i64, u8)>,
-}
-
-impl PresenceSink {
-    pub fn new(fields: &'static [&'static str]) -> PresenceSink {
-        PresenceSink {
-            fields,
-            columns: None,
-            rows: Vec::new(),
-        }
-    }
-}
-
-impl Sink for PresenceSink {
-    fn series(&mut self, h: &SeriesHeader) -> Result<(), String> {
-        let fields = self.fields.iter().map(|f| h.column(f)).collect();
-        self.columns = Some((column(h, "time")?, fields));
-        Ok(())
-    }
-
-    fn row(&mut self, row: &Row<'_>) -> Result<(), String> {
-        let Some((time, fields)) = &self.columns else {
-            return Err("a row before its series header".into());
-        };
-        let mut mask = 0u8;
-        for (bit, col) in fields.iter().enumerate() {
-            if col.is_some_and(|c| row.get(c) != Value::Null) {
-                mask |= 1 << bit;
-            }
-        }
-        self.rows.push((time_of(row, *time)?, mask));
         Ok(())
     }
 }

@@ -1,22 +1,37 @@
-//! Streaming decoding of `/query` responses into series headers and rows, fed network chunk by
-//! network chunk so that a large read never holds more than one chunk of undecoded bytes.
+//! Decoding of `/query` responses into series headers and rows, document by document as the
+//! body arrives, so that a large read never holds more than about one chunk of the response.
 //!
-//! Two formats, one event model ([`Sink`]):
+//! Two formats, one document shape and one event model ([`Sink`]):
 //! - **MessagePack** (`Accept: application/x-msgpack`), what the store asks for: the fastest
 //!   format InfluxDB 1.x/2.x produce, floats travel as their exact 64 bits, tags as exact
 //!   strings, and errors inside a 200 response are reported (`results[i].error`). CSV, the
 //!   other fast format, silently drops those errors on 1.6.7: a query against a missing
 //!   database or a failing statement answers `200` with an empty or short body, which a reader
-//!   cannot tell from "no data".
+//!   cannot tell from "no data". Decoded by `rmp-serde`.
 //! - **JSON**, the fallback for servers that answer JSON whatever is asked (InfluxDB 3's v1
-//!   API). With `chunked=true` it is one document per line, decoded line by line.
+//!   API). With `chunked=true` it is one document per line. Decoded by `serde_json`.
 //!
 //! Both are a sequence of documents `{"results":[{"statement_id":0,"series":[{"name":…,
-//! "tags":{…},"columns":[…],"values":[[…],…]}],"error":…}]}`. The MessagePack decoder is a small
-//! push parser: a tokenizer that stops at an incomplete token, and a stack of containers that
-//! knows where in that structure each token sits. Keys it does not know are skipped.
+//! "tags":{…},"columns":[…],"values":[[…],…]}],"error":…}]}`; with `chunked=true` InfluxDB
+//! sends one per `chunk_size` rows. Both decoders read them into the same serde types
+//! ([`Document`]); the rows of a series go into one flat cell buffer, not a `Vec` per row.
+//!
+//! MessagePack has no document delimiter, and a decoder cannot resume inside a value, so a
+//! document is decoded once the buffer holds all of it: a decode that runs out of bytes is
+//! abandoned and tried again when the buffer has doubled, or, after a first document, once it
+//! holds as many bytes as that one had (chunks are alike in size), or when the body ends. Each
+//! byte is then parsed at most about twice, and a document is handed on at most one late.
+//!
+//! Measured (release build, 100,000 rows of time + OHLCV in ten 10k-row documents, 5.1 MB,
+//! fed in 16–64 KiB pieces, machine under load): 13–25 ms here, against 7–23 ms for the
+//! hand-written push parser this replaced, while InfluxDB takes 150–250 ms to produce the same
+//! response. Not worth 700 lines.
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 /// One cell of a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,14 +69,14 @@ impl<'a> Value<'a> {
     }
 }
 
-/// A row as the decoder holds it; strings live in one shared text buffer.
+/// A cell as the decoder holds it; strings live in the series' shared text buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Cell {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(usize, usize),
+    Str(u32, u32),
 }
 
 /// One row of the current series, in the order of its columns.
@@ -83,7 +98,7 @@ impl<'a> Row<'a> {
             Some(&Cell::Bool(b)) => Value::Bool(b),
             Some(&Cell::Int(n)) => Value::Int(n),
             Some(&Cell::Float(f)) => Value::Float(f),
-            Some(&Cell::Str(a, b)) => Value::Str(&self.text[a..b]),
+            Some(&Cell::Str(a, b)) => Value::Str(&self.text[a as usize..b as usize]),
         }
     }
 }
@@ -177,11 +192,14 @@ impl Format {
 /// A streaming decoder: [`Decoder::feed`] each chunk of the body, then [`Decoder::finish`].
 pub struct Decoder {
     format: Format,
+    /// Bytes received and not yet decoded: the start of the next document.
     buf: Vec<u8>,
+    /// MessagePack: the buffer length the next decode attempt waits for (see the module docs).
     /// JSON: how far `buf` has been searched for a newline.
-    scanned: usize,
+    mark: usize,
+    /// MessagePack: the length of the last document decoded.
+    last_len: usize,
     documents: usize,
-    msgpack: MsgpackState,
 }
 
 impl Decoder {
@@ -189,28 +207,32 @@ impl Decoder {
         Decoder {
             format,
             buf: Vec::new(),
-            scanned: 0,
+            mark: 0,
+            last_len: 0,
             documents: 0,
-            msgpack: MsgpackState::default(),
         }
     }
 
     pub fn feed(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
         self.buf.extend_from_slice(bytes);
         match self.format {
-            Format::Msgpack => self.feed_msgpack(sink),
+            Format::Msgpack => self.feed_msgpack(sink, false),
             Format::Json => self.feed_json(sink),
         }
     }
 
     /// Ends the body: fails when it stopped inside a document or held none.
     pub fn finish(mut self, sink: &mut dyn Sink) -> Result<(), DecodeError> {
-        if self.format == Format::Json && !self.buf.iter().all(u8::is_ascii_whitespace) {
-            // A non-chunked response need not end with a newline.
-            let doc = std::mem::take(&mut self.buf);
-            self.json_document(&doc, sink)?;
+        match self.format {
+            Format::Msgpack => self.feed_msgpack(sink, true)?,
+            Format::Json if !self.buf.iter().all(u8::is_ascii_whitespace) => {
+                // A non-chunked response need not end with a newline.
+                let doc = std::mem::take(&mut self.buf);
+                self.json_document(&doc, sink)?;
+            }
+            Format::Json => self.buf.clear(),
         }
-        if !self.buf.is_empty() || !self.msgpack.stack.is_empty() {
+        if !self.buf.is_empty() {
             return Err(malformed("the response ended in the middle of a document"));
         }
         if self.documents == 0 {
@@ -219,15 +241,53 @@ impl Decoder {
         Ok(())
     }
 
+    /// Decodes the complete documents at the start of the buffer; with `ended`, tries
+    /// whatever is left however little was added since the last attempt.
+    fn feed_msgpack(&mut self, sink: &mut dyn Sink, ended: bool) -> Result<(), DecodeError> {
+        let mut used = 0;
+        let mut result = Ok(());
+        while used < self.buf.len() && (ended || self.buf.len() >= self.mark) {
+            let mut rest = &self.buf[used..];
+            let decoded = {
+                let mut de = rmp_serde::Deserializer::new(&mut rest);
+                Document::deserialize(&mut de)
+            };
+            match decoded {
+                Ok(doc) => {
+                    let end = self.buf.len() - rest.len();
+                    self.last_len = end - used;
+                    used = end;
+                    self.mark = used + self.last_len;
+                    self.documents += 1;
+                    result = doc.emit(sink);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                Err(e) if runs_out(&e) => {
+                    self.mark = used + 2 * (self.buf.len() - used);
+                    break;
+                }
+                Err(e) => {
+                    result = Err(malformed(format!("msgpack: {e}")));
+                    break;
+                }
+            }
+        }
+        self.buf.drain(..used);
+        self.mark -= used.min(self.mark);
+        result
+    }
+
     fn feed_json(&mut self, sink: &mut dyn Sink) -> Result<(), DecodeError> {
         let buf = std::mem::take(&mut self.buf);
         let mut start = 0;
         let mut result = Ok(());
-        while let Some(nl) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
-            let end = self.scanned + nl;
+        while let Some(nl) = buf[self.mark..].iter().position(|&b| b == b'\n') {
+            let end = self.mark + nl;
             let line = &buf[start..end];
             start = end + 1;
-            self.scanned = start;
+            self.mark = start;
             if !line.iter().all(u8::is_ascii_whitespace) {
                 result = self.json_document(line, sink);
                 if result.is_err() {
@@ -237,20 +297,68 @@ impl Decoder {
         }
         self.buf = buf;
         self.buf.drain(..start);
-        self.scanned = self.buf.len();
+        self.mark = self.buf.len();
         result
     }
 
     fn json_document(&mut self, doc: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
-        let doc: JsonDocument =
+        let doc: Document =
             serde_json::from_slice(doc).map_err(|e| malformed(format!("json: {e}")))?;
         self.documents += 1;
-        if let Some(e) = doc.error {
+        doc.emit(sink)
+    }
+}
+
+/// Whether a MessagePack decode failed only because the buffer ended inside the document.
+fn runs_out(e: &rmp_serde::decode::Error) -> bool {
+    use rmp_serde::decode::Error;
+    matches!(e, Error::InvalidMarkerRead(io) | Error::InvalidDataRead(io)
+        if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// One response document (one chunk of a chunked response). Missing and `null` members read
+/// as empty; members DMS does not read (`messages`, `partial`) are skipped.
+#[derive(Deserialize)]
+struct Document {
+    #[serde(default, deserialize_with = "nullable")]
+    results: Vec<StatementResult>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StatementResult {
+    #[serde(default, deserialize_with = "nullable")]
+    statement_id: u64,
+    #[serde(default, deserialize_with = "nullable")]
+    series: Vec<Series>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    #[serde(default, deserialize_with = "nullable")]
+    name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    tags: BTreeMap<String, Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    columns: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    values: Rows,
+}
+
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Document {
+    /// Hands the document's series and rows to `sink`, or the first error it reports.
+    fn emit(self, sink: &mut dyn Sink) -> Result<(), DecodeError> {
+        if let Some(e) = self.error {
             return Err(DecodeError::Server(e));
         }
-        let mut cells = Vec::new();
-        let mut text = String::new();
-        for result in doc.results {
+        for result in self.results {
             if let Some(e) = result.error {
                 return Err(DecodeError::Server(e));
             }
@@ -258,493 +366,174 @@ impl Decoder {
                 let header = SeriesHeader {
                     statement_id: result.statement_id,
                     name: series.name,
-                    tags: series.tags.into_iter().collect(),
+                    tags: (series.tags.into_iter())
+                        .map(|(k, v)| (k, v.unwrap_or_default()))
+                        .collect(),
                     columns: series.columns,
                 };
                 sink.series(&header).map_err(DecodeError::Sink)?;
-                for values in series.values {
-                    cells.clear();
-                    text.clear();
-                    for v in values {
-                        cells.push(match v {
-                            serde_json::Value::Null => Cell::Null,
-                            serde_json::Value::Bool(b) => Cell::Bool(b),
-                            serde_json::Value::Number(n) => match n.as_i64() {
-                                Some(i) => Cell::Int(i),
-                                None => Cell::Float(n.as_f64().ok_or_else(|| {
-                                    malformed(format!("json: number {n} out of range"))
-                                })?),
-                            },
-                            serde_json::Value::String(s) => {
-                                let a = text.len();
-                                text.push_str(&s);
-                                Cell::Str(a, text.len())
-                            }
-                            other => {
-                                return Err(malformed(format!("json: unexpected value {other}")));
-                            }
-                        });
-                    }
+                let rows = &series.values;
+                let mut start = 0;
+                for &end in &rows.ends {
                     let row = Row {
-                        cells: &cells,
-                        text: &text,
+                        cells: &rows.cells[start..end as usize],
+                        text: &rows.text,
                     };
                     sink.row(&row).map_err(DecodeError::Sink)?;
+                    start = end as usize;
                 }
             }
         }
         Ok(())
     }
-
-    fn feed_msgpack(&mut self, sink: &mut dyn Sink) -> Result<(), DecodeError> {
-        let buf = std::mem::take(&mut self.buf);
-        let mut pos = 0;
-        let result = loop {
-            match token(&buf[pos..]) {
-                Ok(Some((tok, n))) => {
-                    pos += n;
-                    match self.msgpack.handle(tok, sink) {
-                        Ok(true) => self.documents += 1,
-                        Ok(false) => {}
-                        Err(e) => break Err(e),
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        self.buf = buf;
-        self.buf.drain(..pos);
-        result
-    }
 }
 
-#[derive(serde::Deserialize)]
-struct JsonDocument {
-    #[serde(default)]
-    results: Vec<JsonResult>,
-    error: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct JsonResult {
-    #[serde(default)]
-    statement_id: u64,
-    #[serde(default)]
-    series: Vec<JsonSeries>,
-    error: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct JsonSeries {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    columns: Vec<String>,
-    #[serde(default)]
-    values: Vec<Vec<serde_json::Value>>,
-}
-
-// ---- MessagePack ---------------------------------------------------------------------------
-
-/// One complete MessagePack token: a scalar, or the header of a container.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Token<'a> {
-    Nil,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(&'a [u8]),
-    /// Binary and extension values: nothing in a query response DMS reads.
-    Opaque,
-    Array(u64),
-    Map(u64),
-}
-
-/// Reads the token at the start of `b`: `Ok(None)` when `b` holds only part of it.
-fn token(b: &[u8]) -> Result<Option<(Token<'_>, usize)>, DecodeError> {
-    let Some(&first) = b.first() else {
-        return Ok(None);
-    };
-    // A big-endian unsigned of `n` bytes at `b[at..]`, if present.
-    let uint = |at: usize, n: usize| -> Option<u64> {
-        let bytes = b.get(at..at + n)?;
-        Some(bytes.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
-    };
-    // `len` payload bytes after a `head`-byte header.
-    let payload = |head: usize, len: u64| -> Option<(&[u8], usize)> {
-        let len = usize::try_from(len).ok()?;
-        let end = head.checked_add(len)?;
-        Some((b.get(head..end)?, end))
-    };
-    macro_rules! need {
-        ($e:expr) => {
-            match $e {
-                Some(v) => v,
-                None => return Ok(None),
-            }
-        };
-    }
-    let tok = match first {
-        0x00..=0x7f => (Token::Int(first as i64), 1),
-        0x80..=0x8f => (Token::Map((first & 0x0f) as u64), 1),
-        0x90..=0x9f => (Token::Array((first & 0x0f) as u64), 1),
-        0xa0..=0xbf => {
-            let (s, end) = need!(payload(1, (first & 0x1f) as u64));
-            (Token::Str(s), end)
-        }
-        0xc0 => (Token::Nil, 1),
-        0xc1 => return Err(malformed("msgpack: reserved byte 0xc1")),
-        0xc2 => (Token::Bool(false), 1),
-        0xc3 => (Token::Bool(true), 1),
-        0xc4..=0xc6 => {
-            let n = 1 << (first - 0xc4);
-            let len = need!(uint(1, n));
-            (Token::Opaque, need!(payload(1 + n, len)).1)
-        }
-        0xc7..=0xc9 => {
-            let n = 1 << (first - 0xc7);
-            let len = need!(uint(1, n));
-            // One type byte, then the data.
-            (Token::Opaque, need!(payload(2 + n, len)).1)
-        }
-        0xca => {
-            let bits = need!(uint(1, 4)) as u32;
-            (Token::Float(f32::from_bits(bits) as f64), 5)
-        }
-        0xcb => (Token::Float(f64::from_bits(need!(uint(1, 8)))), 9),
-        0xcc..=0xcf => {
-            let n = 1 << (first - 0xcc);
-            let v = need!(uint(1, n));
-            let v = i64::try_from(v).map_err(|_| malformed("msgpack: integer out of range"))?;
-            (Token::Int(v), 1 + n)
-        }
-        0xd0..=0xd3 => {
-            let n = 1 << (first - 0xd0);
-            let v = need!(uint(1, n));
-            // Sign-extend the n-byte two's complement value.
-            let shift = 64 - 8 * n as u32;
-            (Token::Int(((v << shift) as i64) >> shift), 1 + n)
-        }
-        0xd4..=0xd8 => {
-            let len = 1u64 << (first - 0xd4);
-            (Token::Opaque, need!(payload(2, len)).1)
-        }
-        0xd9..=0xdb => {
-            let n = 1 << (first - 0xd9);
-            let len = need!(uint(1, n));
-            let (s, end) = need!(payload(1 + n, len));
-            (Token::Str(s), end)
-        }
-        0xdc | 0xdd => {
-            let n = if first == 0xdc { 2 } else { 4 };
-            (Token::Array(need!(uint(1, n))), 1 + n)
-        }
-        0xde | 0xdf => {
-            let n = if first == 0xde { 2 } else { 4 };
-            (Token::Map(need!(uint(1, n))), 1 + n)
-        }
-        0xe0..=0xff => (Token::Int(first as i8 as i64), 1),
-    };
-    Ok(Some(tok))
-}
-
-/// Where a container sits in a response document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Document,
-    Results,
-    Result,
-    SeriesList,
-    Series,
-    Tags,
-    Columns,
-    Values,
-    Row,
-    /// Something DMS does not read (`messages`, unknown keys): its contents are skipped.
-    Skip,
-}
-
-/// The last key read in a map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    None,
-    Results,
-    StatementId,
-    Series,
-    Error,
-    Name,
-    Tags,
-    Columns,
-    Values,
-    Other,
-}
-
-impl Key {
-    fn of(s: &[u8]) -> Key {
-        match s {
-            b"results" => Key::Results,
-            b"statement_id" => Key::StatementId,
-            b"series" => Key::Series,
-            b"error" => Key::Error,
-            b"name" => Key::Name,
-            b"tags" => Key::Tags,
-            b"columns" => Key::Columns,
-            b"values" => Key::Values,
-            _ => Key::Other,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Frame {
-    role: Role,
-    is_map: bool,
-    /// Entries (maps) or elements (arrays) still to read.
-    remaining: u64,
-    /// Maps: the next token is a key.
-    expect_key: bool,
-    key: Key,
-}
-
+/// The `values` of a series: every row's cells in one buffer, and where each row ends.
 #[derive(Default)]
-struct MsgpackState {
-    stack: Vec<Frame>,
-    statement_id: u64,
-    header: SeriesHeader,
-    tag_key: String,
+struct Rows {
     cells: Vec<Cell>,
+    ends: Vec<u32>,
     text: String,
 }
 
-fn utf8(s: &[u8]) -> Result<&str, DecodeError> {
-    std::str::from_utf8(s).map_err(|_| malformed("msgpack: string is not utf-8"))
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
+        d.deserialize_seq(RowsVisitor)
+    }
 }
 
-impl MsgpackState {
-    /// Handles one token; `Ok(true)` when it completed a document.
-    fn handle(&mut self, tok: Token<'_>, sink: &mut dyn Sink) -> Result<bool, DecodeError> {
-        if let Some(top) = self.stack.last_mut()
-            && top.is_map
-            && top.expect_key
+struct RowsVisitor;
+
+impl<'de> Visitor<'de> for RowsVisitor {
+    type Value = Rows;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rows, A::Error> {
+        let mut rows = Rows::default();
+        if let Some(n) = seq.size_hint() {
+            rows.ends.reserve(n);
+        }
+        while seq.next_element_seed(RowSeed(&mut rows))?.is_some() {}
+        Ok(rows)
+    }
+}
+
+/// Appends one row to [`Rows`].
+struct RowSeed<'r>(&'r mut Rows);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row (an array of values)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let rows = self.0;
+        if rows.ends.is_empty()
+            && let Some(n) = seq.size_hint()
         {
-            let Token::Str(s) = tok else {
-                return Err(malformed("msgpack: a map key is not a string"));
-            };
-            top.expect_key = false;
-            match top.role {
-                Role::Tags => {
-                    self.tag_key.clear();
-                    self.tag_key.push_str(utf8(s)?);
-                }
-                Role::Skip => {}
-                _ => top.key = Key::of(s),
-            }
-            return Ok(false);
+            rows.cells.reserve(n * rows.ends.capacity());
         }
-        let parent = self.stack.last().map(|f| (f.role, f.key));
-        let role = match parent {
-            None => Role::Document,
-            Some((Role::Document, Key::Results)) => Role::Results,
-            Some((Role::Results, _)) => Role::Result,
-            Some((Role::Result, Key::Series)) => Role::SeriesList,
-            Some((Role::SeriesList, _)) => Role::Series,
-            Some((Role::Series, Key::Tags)) => Role::Tags,
-            Some((Role::Series, Key::Columns)) => Role::Columns,
-            Some((Role::Series, Key::Values)) => Role::Values,
-            Some((Role::Values, _)) => Role::Row,
-            _ => Role::Skip,
+        while seq.next_element_seed(CellSeed(rows))?.is_some() {}
+        let end =
+            u32::try_from(rows.cells.len()).map_err(|_| de::Error::custom("too many cells"))?;
+        rows.ends.push(end);
+        Ok(())
+    }
+}
+
+/// Appends one cell to [`Rows`].
+struct CellSeed<'r>(&'r mut Rows);
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl CellSeed<'_> {
+    fn push(self, cell: Cell) {
+        self.0.cells.push(cell);
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a null, boolean, number or string")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.push(Cell::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.push(Cell::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.push(Cell::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.push(Cell::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.push(i64::try_from(v).map_or(Cell::Float(v as f64), Cell::Int));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.push(Cell::Float(v));
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let text = &mut self.0.text;
+        let a = text.len();
+        text.push_str(v);
+        let (a, b) = (u32::try_from(a), u32::try_from(text.len()));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            return Err(E::custom("too much text in one response document"));
         };
-        match tok {
-            Token::Map(n) | Token::Array(n) => {
-                let is_map = matches!(tok, Token::Map(_));
-                let wants_map = matches!(
-                    role,
-                    Role::Document | Role::Result | Role::Series | Role::Tags
-                );
-                if role != Role::Skip && wants_map != is_map {
-                    return Err(malformed(format!(
-                        "msgpack: expected a {} at {role:?}",
-                        if wants_map { "map" } else { "array" }
-                    )));
-                }
-                self.open(role, sink)?;
-                if n > 0 {
-                    self.stack.push(Frame {
-                        role,
-                        is_map,
-                        remaining: n,
-                        expect_key: is_map,
-                        key: Key::None,
-                    });
-                    return Ok(false);
-                }
-                self.close(role, sink)?;
-            }
-            scalar => self.scalar(parent, scalar)?,
-        }
-        self.value_done(sink)
-    }
-
-    /// A container starts.
-    fn open(&mut self, role: Role, sink: &mut dyn Sink) -> Result<(), DecodeError> {
-        match role {
-            Role::Result => self.statement_id = 0,
-            Role::Series => {
-                self.header.name.clear();
-                self.header.tags.clear();
-                self.header.columns.clear();
-            }
-            Role::Values => {
-                self.header.statement_id = self.statement_id;
-                sink.series(&self.header).map_err(DecodeError::Sink)?;
-            }
-            Role::Row => {
-                self.cells.clear();
-                self.text.clear();
-            }
-            _ => {}
-        }
+        self.push(Cell::Str(a, b));
         Ok(())
     }
 
-    /// A container ends.
-    fn close(&mut self, role: Role, sink: &mut dyn Sink) -> Result<(), DecodeError> {
-        if role == Role::Row {
-            let row = Row {
-                cells: &self.cells,
-                text: &self.text,
-            };
-            sink.row(&row).map_err(DecodeError::Sink)?;
-        }
+    /// Binary values: nothing in a query response DMS reads.
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<(), E> {
+        self.push(Cell::Null);
         Ok(())
-    }
-
-    fn scalar(&mut self, parent: Option<(Role, Key)>, tok: Token<'_>) -> Result<(), DecodeError> {
-        match parent {
-            None => return Err(malformed("msgpack: a document is not a map")),
-            Some((Role::Document | Role::Result, Key::Error)) => {
-                let msg = match tok {
-                    Token::Str(s) => String::from_utf8_lossy(s).into_owned(),
-                    other => format!("{other:?}"),
-                };
-                return Err(DecodeError::Server(msg));
-            }
-            Some((Role::Result, Key::StatementId)) => {
-                if let Token::Int(i) = tok {
-                    self.statement_id = u64::try_from(i).unwrap_or(0);
-                }
-            }
-            Some((Role::Series, Key::Name)) => {
-                if let Token::Str(s) = tok {
-                    self.header.name = utf8(s)?.to_owned();
-                }
-            }
-            Some((Role::Tags, _)) => {
-                let value = match tok {
-                    Token::Str(s) => utf8(s)?.to_owned(),
-                    Token::Nil => String::new(),
-                    _ => return Err(malformed("msgpack: a tag value is not a string")),
-                };
-                self.header
-                    .tags
-                    .push((std::mem::take(&mut self.tag_key), value));
-            }
-            Some((Role::Columns, _)) => {
-                let Token::Str(s) = tok else {
-                    return Err(malformed("msgpack: a column name is not a string"));
-                };
-                self.header.columns.push(utf8(s)?.to_owned());
-            }
-            Some((Role::Row, _)) => {
-                let cell = match tok {
-                    Token::Bool(b) => Cell::Bool(b),
-                    Token::Int(i) => Cell::Int(i),
-                    Token::Float(f) => Cell::Float(f),
-                    Token::Str(s) => {
-                        let a = self.text.len();
-                        self.text.push_str(utf8(s)?);
-                        Cell::Str(a, self.text.len())
-                    }
-                    // Binary and extension values (and containers, which never get here).
-                    Token::Nil | Token::Opaque | Token::Array(_) | Token::Map(_) => Cell::Null,
-                };
-                self.cells.push(cell);
-            }
-            Some(_) => {}
-        }
-        Ok(())
-    }
-
-    /// A value (scalar or whole container) in the top frame is complete; closes every frame
-    /// that this completes. `Ok(true)` when the document itself is complete.
-    fn value_done(&mut self, sink: &mut dyn Sink) -> Result<bool, DecodeError> {
-        loop {
-            let Some(top) = self.stack.last_mut() else {
-                return Ok(true);
-            };
-            top.remaining -= 1;
-            top.expect_key = top.is_map;
-            if top.remaining > 0 {
-                return Ok(false);
-            }
-            let role = top.role;
-            self.stack.pop();
-            self.close(role, sink)?;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    /// Encodes the MessagePack InfluxDB sends, for tests.
-    #[derive(Clone)]
-    enum M {
-        Nil,
-        Int(i64),
-        F(f64),
-        S(&'static str),
-        A(Vec<M>),
-        Map(Vec<(&'static str, M)>),
-    }
-
-    fn enc(m: &M, out: &mut Vec<u8>) {
-        match m {
-            M::Nil => out.push(0xc0),
-            M::Int(i) => {
-                out.push(0xd3);
-                out.extend_from_slice(&i.to_be_bytes());
-            }
-            M::F(f) => {
-                out.push(0xcb);
-                out.extend_from_slice(&f.to_bits().to_be_bytes());
-            }
-            M::S(s) => {
-                if s.len() < 32 {
-                    out.push(0xa0 | s.len() as u8);
-                } else {
-                    out.push(0xd9);
-                    out.push(s.len() as u8);
-                }
-                out.extend_from_slice(s.as_bytes());
-            }
-            M::A(items) => {
-                out.push(0xdc);
-                out.extend_from_slice(&(items.len() as u16).to_be_bytes());
-                items.iter().for_each(|i| enc(i, out));
-            }
-            M::Map(entries) => {
-                out.push(0x80 | entries.len() as u8);
-                for (k, v) in entries {
-                    enc(&M::S(k), out);
-                    enc(v, out);
-                }
-            }
-        }
+    fn msgpack(doc: &serde_json::Value) -> Vec<u8> {
+        rmp_serde::to_vec(doc).unwrap()
     }
 
     #[derive(Default, Debug, PartialEq)]
@@ -768,56 +557,34 @@ mod tests {
         }
     }
 
-    fn series(tags: Vec<(&'static str, M)>, rows: Vec<M>) -> M {
-        M::Map(vec![
-            ("name", M::S("bars")),
-            ("tags", M::Map(tags)),
-            (
-                "columns",
-                M::A(vec![M::S("time"), M::S("close"), M::S("source")]),
-            ),
-            ("values", M::A(rows)),
-            ("partial", M::Nil),
-        ])
+    fn series(tags: serde_json::Value, rows: serde_json::Value) -> serde_json::Value {
+        json!({
+            "name": "bars",
+            "tags": tags,
+            "columns": ["time", "close", "source"],
+            "values": rows,
+            "partial": null,
+        })
     }
 
-    fn document() -> Vec<u8> {
-        let doc = M::Map(vec![(
-            "results",
-            M::A(vec![
-                M::Map(vec![
-                    ("statement_id", M::Int(0)),
-                    (
-                        "series",
-                        M::A(vec![series(
-                            vec![("symbol", M::S("A' OR '1'='1")), ("interval", M::S("1d"))],
-                            vec![
-                                M::A(vec![M::Int(1_704_153_600), M::F(0.1 + 0.2), M::S("yahoo")]),
-                                M::A(vec![M::Int(-5), M::F(-0.0), M::Nil]),
-                            ],
-                        )]),
-                    ),
-                ]),
-                M::Map(vec![
-                    ("statement_id", M::Int(1)),
-                    ("messages", M::A(vec![M::Map(vec![("text", M::S("warn"))])])),
-                    (
-                        "series",
-                        M::A(vec![series(
-                            vec![],
-                            vec![M::A(vec![
-                                M::Int(7),
-                                M::F(1e300),
-                                M::S("a long string value that needs str8 encoding"),
-                            ])],
-                        )]),
-                    ),
-                ]),
-            ]),
-        )]);
-        let mut out = Vec::new();
-        enc(&doc, &mut out);
-        out
+    fn document() -> serde_json::Value {
+        json!({"results": [
+            {
+                "statement_id": 0,
+                "series": [series(
+                    json!({"symbol": "A' OR '1'='1", "interval": "1d"}),
+                    json!([[1_704_153_600, 0.1 + 0.2, "yahoo"], [-5, -0.0, null]]),
+                )],
+            },
+            {
+                "statement_id": 1,
+                "messages": [{"text": "warn"}],
+                "series": [series(
+                    json!(null),
+                    json!([[7, 1e300, "a long string value that needs str8 encoding"]]),
+                )],
+            },
+        ]})
     }
 
     fn expected() -> Collect {
@@ -827,8 +594,8 @@ mod tests {
                     statement_id: 0,
                     name: "bars".into(),
                     tags: vec![
-                        ("symbol".into(), "A' OR '1'='1".into()),
                         ("interval".into(), "1d".into()),
+                        ("symbol".into(), "A' OR '1'='1".into()),
                     ],
                     columns: vec!["time".into(), "close".into(), "source".into()],
                 },
@@ -857,8 +624,8 @@ mod tests {
 
     #[test]
     fn msgpack_decodes_the_same_whatever_the_chunking() {
-        let mut body = document();
-        body.extend(document());
+        let mut body = msgpack(&document());
+        body.extend(msgpack(&document()));
         let mut want = expected();
         want.headers.extend(expected().headers);
         want.rows.extend(expected().rows);
@@ -875,23 +642,21 @@ mod tests {
 
     #[test]
     fn msgpack_reports_server_errors_and_truncation() {
-        let mut body = Vec::new();
-        enc(
-            &M::Map(vec![(
-                "results",
-                M::A(vec![M::Map(vec![
-                    ("statement_id", M::Int(0)),
-                    ("error", M::S("database not found: x")),
-                ])]),
-            )]),
-            &mut body,
-        );
+        let body = msgpack(&json!({"results": [
+            {"statement_id": 0, "error": "database not found: x"}
+        ]}));
         let mut d = Decoder::new(Format::Msgpack);
         assert_eq!(
             d.feed(&body, &mut Collect::default()),
             Err(DecodeError::Server("database not found: x".into()))
         );
-        let full = document();
+        let body = msgpack(&json!({"error": "timeout"}));
+        let mut d = Decoder::new(Format::Msgpack);
+        assert_eq!(
+            d.feed(&body, &mut Collect::default()),
+            Err(DecodeError::Server("timeout".into()))
+        );
+        let full = msgpack(&document());
         for cut in [0, 1, full.len() / 2, full.len() - 1] {
             let mut d = Decoder::new(Format::Msgpack);
             let mut sink = Collect::default();
@@ -901,47 +666,103 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        let mut d = Decoder::new(Format::Msgpack);
-        assert!(d.feed(&[0xc1], &mut Collect::default()).is_err());
-        let mut d = Decoder::new(Format::Msgpack);
-        assert!(
-            d.feed(&[0x92, 0x01, 0x02], &mut Collect::default())
-                .is_err()
-        );
+        // A reserved byte, a document that is not a map, a row that is not an array.
+        for bad in [
+            vec![0xc1],
+            vec![0x92, 0x01, 0x02],
+            msgpack(&json!({"results": [{"series": [{"values": [5]}]}]})),
+        ] {
+            let mut d = Decoder::new(Format::Msgpack);
+            let mut sink = Collect::default();
+            let fed = d.feed(&bad, &mut sink);
+            assert!(
+                matches!(
+                    fed.and_then(|()| d.finish(&mut sink)),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "{bad:x?}"
+            );
+        }
     }
 
     #[test]
-    fn msgpack_reads_every_integer_width() {
-        let cases: &[(&[u8], i64)] = &[
-            (&[0x05], 5),
-            (&[0xff], -1),
-            (&[0xe0], -32),
-            (&[0xcc, 0xff], 255),
-            (&[0xcd, 0x01, 0x00], 256),
-            (&[0xce, 0x65, 0x93, 0x52, 0x00], 1_704_153_600),
-            (&[0xd0, 0x80], -128),
-            (&[0xd1, 0xff, 0x00], -256),
-            (&[0xd2, 0x65, 0x93, 0x52, 0x00], 1_704_153_600),
-            (&[0xd2, 0xff, 0xff, 0xff, 0xfe], -2),
-            (&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfd], -3),
-            (&[0xcf, 0, 0, 0, 0, 0, 0, 1, 0], 256),
+    fn msgpack_reads_every_number_encoding() {
+        // The encodings InfluxDB (Go's msgp) may use for a value, as rows of one column.
+        let cells: &[(&[u8], Value<'_>)] = &[
+            (&[0x05], Value::Int(5)),
+            (&[0xff], Value::Int(-1)),
+            (&[0xe0], Value::Int(-32)),
+            (&[0xcc, 0xff], Value::Int(255)),
+            (&[0xcd, 0x01, 0x00], Value::Int(256)),
+            (&[0xce, 0x65, 0x93, 0x52, 0x00], Value::Int(1_704_153_600)),
+            (&[0xcf, 0, 0, 0, 0, 0, 0, 1, 0], Value::Int(256)),
+            (
+                &[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0],
+                Value::Float(1.8374686479671624e19),
+            ),
+            (&[0xd0, 0x80], Value::Int(-128)),
+            (&[0xd1, 0xff, 0x00], Value::Int(-256)),
+            (&[0xd2, 0xff, 0xff, 0xff, 0xfe], Value::Int(-2)),
+            (
+                &[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfd],
+                Value::Int(-3),
+            ),
+            (&[0xca, 0x3f, 0xc0, 0, 0], Value::Float(1.5)),
+            (&[0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0], Value::Float(1.5)),
+            (&[0xc2], Value::Bool(false)),
+            (&[0xc3], Value::Bool(true)),
+            (&[0xc0], Value::Null),
+            (&[0xc4, 0x01, 0xaa], Value::Null),
+            (&[0xa1, b'x'], Value::Str("x")),
+            (&[0xd9, 0x01, b'y'], Value::Str("y")),
         ];
-        for (bytes, want) in cases {
-            assert_eq!(
-                token(bytes).unwrap(),
-                Some((Token::Int(*want), bytes.len())),
-                "{bytes:x?}"
-            );
-            assert_eq!(token(&bytes[..bytes.len() - 1]).unwrap_or(None), None);
+        // {"results":[{"series":[{"columns":["v"],"values":[[cell],…]}]}]}
+        let mut body = vec![0x81, 0xa7];
+        body.extend(b"results");
+        body.extend([0x91, 0x81, 0xa6]);
+        body.extend(b"series");
+        body.extend([0x91, 0x82, 0xa7]);
+        body.extend(b"columns");
+        body.extend([0x91, 0xa1, b'v', 0xa6]);
+        body.extend(b"values");
+        body.extend([0xdc, 0, cells.len() as u8]);
+        for (bytes, _) in cells {
+            body.push(0x91);
+            body.extend(*bytes);
         }
-        assert!(token(&[0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        struct Values(Vec<String>);
+        impl Sink for Values {
+            fn series(&mut self, _: &SeriesHeader) -> Result<(), String> {
+                Ok(())
+            }
+            fn row(&mut self, row: &Row<'_>) -> Result<(), String> {
+                self.0.push(format!("{:?}", row.get(0)));
+                Ok(())
+            }
+        }
+        let mut got = Values(Vec::new());
+        let mut d = Decoder::new(Format::Msgpack);
+        d.feed(&body, &mut got).unwrap();
+        d.finish(&mut got).unwrap();
+        let want: Vec<String> = cells.iter().map(|(_, v)| format!("{v:?}")).collect();
+        assert_eq!(got.0, want);
+    }
+
+    #[test]
+    fn a_sink_error_stops_decoding() {
+        struct Refuse;
+        impl Sink for Refuse {
+            fn series(&mut self, _: &SeriesHeader) -> Result<(), String> {
+                Err("no".into())
+            }
+            fn row(&mut self, _: &Row<'_>) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let mut d = Decoder::new(Format::Msgpack);
         assert_eq!(
-            token(&[0xca, 0x3f, 0xc0, 0, 0]).unwrap(),
-            Some((Token::Float(1.5), 5))
-        );
-        assert_eq!(
-            token(&[0xd6, 0xff, 1, 2, 3, 4, 0xc0]).unwrap(),
-            Some((Token::Opaque, 6))
+            d.feed(&msgpack(&document()), &mut Refuse),
+            Err(DecodeError::Sink("no".into()))
         );
     }
 

@@ -4,7 +4,8 @@
 //! generated config (reporting, the `_internal` monitor store, the HTTP access log, continuous
 //! queries and retention enforcement off; `inmem` index), and waits for `/ping` with a deadline.
 //! It is killed when the [`Influxd`] is dropped, and, through `PR_SET_PDEATHSIG`, when the test
-//! process dies in any way. [`shared`] is one server for the whole test binary; tests keep
+//! process dies in any way. [`Influxd::kill`] and [`Influxd::restart`] take a server of one's own
+//! down (`SIGKILL`, as a crash would) and bring it back on the same ports with the same data. [`shared`] is one server for the whole test binary; tests keep
 //! apart by using their own database ([`Influxd::unique_database`]).
 //!
 //! A missing `influxd` fails the test with instructions; it never skips. Set `INFLUXD` to use a
@@ -38,6 +39,9 @@ pub struct Options {
 /// A running `influxd`, killed on drop.
 pub struct Influxd {
     child: Child,
+    /// Whether `child` has been killed and reaped (by [`Influxd::kill`]).
+    killed: bool,
+    binary: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub addr: SocketAddr,
@@ -96,43 +100,43 @@ impl Influxd {
         let config = dir.path().join("influxdb.conf");
         std::fs::write(&config, config_text(dir.path(), http, rpc, options))
             .map_err(|e| format!("writing {}: {e}", config.display()))?;
-        let log_path = dir.path().join("influxd.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("-config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let child = spawn_supervised(cmd).map_err(|e| format!("spawn: {e}"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], http));
-        let mut server = Influxd {
+        let child = spawn_and_wait(binary, dir.path(), addr)?;
+        Ok(Influxd {
             child,
+            killed: false,
+            binary: binary.to_path_buf(),
             url: format!("http://{addr}"),
             addr,
             dir,
-        };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "influxd exited with {status}; its log:\n{}",
-                    read_log(&log_path)
-                ));
+        })
+    }
+
+    /// Kills the server with `SIGKILL` (no shutdown: what a crash or power cut does to the
+    /// process) and waits until it is gone. Its data directory stays for [`Influxd::restart`].
+    pub fn kill(&mut self) {
+        if !self.killed {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.killed = true;
+        }
+    }
+
+    /// Whether the server is running (not [`Influxd::kill`]ed).
+    pub fn is_running(&self) -> bool {
+        !self.killed
+    }
+
+    /// Starts the server again (killing it first if it runs) on the same ports, with the same
+    /// configuration and data, and waits for `/ping`. Panics when it cannot, with its log.
+    pub fn restart(&mut self) {
+        self.kill();
+        match spawn_and_wait(&self.binary, self.dir.path(), self.addr) {
+            Ok(child) => {
+                self.child = child;
+                self.killed = false;
             }
-            if ping(addr) {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                let _ = server.child.kill();
-                return Err(format!(
-                    "influxd did not answer /ping within {START_DEADLINE:?}; its log:\n{}",
-                    read_log(&log_path)
-                ));
-            }
-            // Polling interval while waiting for the deadline, not a fixed wait.
-            std::thread::sleep(Duration::from_millis(20));
+            Err(e) => panic!("cannot restart {}: {e}", self.binary.display()),
         }
     }
 
@@ -192,8 +196,48 @@ impl Influxd {
 
 impl Drop for Influxd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// Runs `binary` with the configuration in `dir` (appending to its log) and waits until it
+/// answers `/ping` on `addr`.
+fn spawn_and_wait(binary: &Path, dir: &Path, addr: SocketAddr) -> Result<Child, String> {
+    let log_path = dir.join("influxd.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("log file: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("-config")
+        .arg(dir.join("influxdb.conf"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    let mut child = spawn_supervised(cmd).map_err(|e| format!("spawn: {e}"))?;
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "influxd exited with {status}; its log:\n{}",
+                read_log(&log_path)
+            ));
+        }
+        if ping(addr) {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "influxd did not answer /ping within {START_DEADLINE:?}; its log:\n{}",
+                read_log(&log_path)
+            ));
+        }
+        // Polling interval while waiting for the deadline, not a fixed wait.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

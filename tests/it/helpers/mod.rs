@@ -8,6 +8,7 @@ pub mod influxd;
 pub mod mock_yahoo;
 pub mod receiver;
 pub mod smtp_sink;
+pub mod stall_proxy;
 pub mod yahoo_synth;
 
 /// Polls `cond` until it holds, failing the test after 30 s with `what`.
