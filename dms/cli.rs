@@ -582,11 +582,12 @@ async fn run_job(config: Config, spec: JobSpec) -> Result<(), CliError> {
         eprintln!("{e}");
     }
     println!(
-        "{name} {status}: {} series ({} failed), {} bars fetched, {} written, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
+        "{name} {status}: {} series ({} failed), {} bars fetched, {} written, {} spooled, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
         c.series,
         c.series_failed,
         c.bars_fetched,
         c.bars_written,
+        c.bars_spooled,
         c.bars_rejected,
         c.dropped.no_trade + c.dropped.out_of_range + c.dropped.forming,
         c.dropped.no_trade,

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::domain::{Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
+use crate::spool::{Spool, SpoolError, Spooled};
 use crate::store::meta::{ChangeKind, ChangeTarget, MetaDb, MetaError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{labels, metrics};
@@ -46,6 +47,8 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     /// The task applying the change panicked (a bug); its entry was left pending and start-up
     /// recovery marks it uncertain.
     #[error("write task failed: {0}")]
@@ -66,6 +69,8 @@ pub struct IngestReport {
     pub written: u64,
     /// Bars quarantined by validation.
     pub rejected: u64,
+    /// Bars the primary could not take, kept in the spool until it can.
+    pub spooled: u64,
     /// The change-log sequence number of the write, when there was one.
     pub seq: Option<u64>,
     /// Time spent validating (stage timing of backfills).
@@ -77,6 +82,7 @@ impl std::ops::AddAssign for IngestReport {
     fn add_assign(&mut self, o: IngestReport) {
         self.written += o.written;
         self.rejected += o.rejected;
+        self.spooled += o.spooled;
         self.seq = o.seq.or(self.seq);
         self.validate_time += o.validate_time;
     }
@@ -107,6 +113,34 @@ impl LateNotice {
         }
     }
 }
+
+/// Where a change went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The primary acknowledged it under this change-log sequence number.
+    Primary { seq: u64, count: u64 },
+    /// The primary could not be reached: it is in the spool (fsynced), to be replayed.
+    Spooled { count: u64 },
+}
+
+impl Applied {
+    /// Bars (or actions) written, removed or spooled.
+    pub fn count(self) -> u64 {
+        match self {
+            Applied::Primary { count, .. } | Applied::Spooled { count } => count,
+        }
+    }
+
+    pub fn seq(self) -> Option<u64> {
+        match self {
+            Applied::Primary { seq, .. } => Some(seq),
+            Applied::Spooled { .. } => None,
+        }
+    }
+}
+
+/// How often the replayer retries a non-empty spool.
+const REPLAY_EVERY: Duration = Duration::from_secs(5);
 
 /// One change to the primary.
 enum Op {
@@ -139,6 +173,12 @@ impl Op {
         }
     }
 
+    /// Writes of bars and actions can wait in the spool; a delete cannot (it acts on what
+    /// the primary holds).
+    fn spoolable(&self) -> bool {
+        !matches!(self, Op::Delete(..))
+    }
+
     fn count(&self) -> u64 {
         match self {
             Op::Write(b) => b.len() as u64,
@@ -153,6 +193,11 @@ impl Op {
 pub struct Writer {
     primary: Arc<dyn Store>,
     meta: MetaDb,
+    /// Where changes wait while the primary is unreachable (absent in tools that copy
+    /// between stores).
+    spool: Option<Arc<Spool>>,
+    /// Wakes the replayer.
+    kick: Arc<tokio::sync::Notify>,
     /// Registered once at start-up, read on every write.
     listeners: Arc<RwLock<Vec<Arc<dyn WriteListener>>>>,
 }
@@ -162,8 +207,16 @@ impl Writer {
         Writer {
             primary,
             meta,
+            spool: None,
+            kick: Arc::default(),
             listeners: Arc::default(),
         }
+    }
+
+    /// Spools changes the primary cannot take into `spool` (see [`crate::spool`]).
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Writer {
+        self.spool = Some(spool);
+        self
     }
 
     pub fn primary(&self) -> &Arc<dyn Store> {
@@ -198,8 +251,13 @@ impl Writer {
             ..IngestReport::default()
         };
         if let Some(batch) = validated.batch {
-            report.written = batch.len() as u64;
-            report.seq = Some(self.write(batch).await?);
+            match self.write(batch).await? {
+                Applied::Primary { seq, count } => {
+                    report.written = count;
+                    report.seq = Some(seq);
+                }
+                Applied::Spooled { count } => report.spooled = count,
+            }
         }
         Ok(report)
     }
@@ -217,19 +275,19 @@ impl Writer {
         Ok(rejections.len() as u64)
     }
 
-    /// Writes a validated batch through the change log; returns its sequence number.
-    pub async fn write(&self, batch: impl Into<ValidatedBatch>) -> Result<u64, WriteError> {
-        self.apply(Op::Write(batch.into()))
-            .await
-            .map(|(seq, _)| seq)
+    /// Writes a validated batch through the change log (or, while the primary is
+    /// unreachable, into the spool); says where it went.
+    pub async fn write(&self, batch: impl Into<ValidatedBatch>) -> Result<Applied, WriteError> {
+        self.apply(Op::Write(batch.into())).await
     }
 
     /// Deletes a range of a series through the change log (so backups delete it too); returns
     /// how many bars were removed.
     pub async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, WriteError> {
-        self.apply(Op::Delete(series.clone(), range))
+        // Never spooled: a delete acts on what the primary holds.
+        self.to_primary_detached(Op::Delete(series.clone(), range))
             .await
-            .map(|(_, n)| n)
+            .map(|a| a.count())
     }
 
     /// Stores corporate actions of a symbol through the change log.
@@ -246,21 +304,136 @@ impl Writer {
             .map(|_| ())
     }
 
+    async fn to_primary_detached(&self, op: Op) -> Result<Applied, WriteError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.to_primary(&op).await })
+            .await
+            .map_err(|e| WriteError::Aborted(e.to_string()))?
+    }
+
     /// Runs one change on its own task (see the module doc) and waits for it.
-    async fn apply(&self, op: Op) -> Result<(u64, u64), WriteError> {
+    async fn apply(&self, op: Op) -> Result<Applied, WriteError> {
         let this = self.clone();
         tokio::spawn(async move { this.apply_here(op).await })
             .await
             .map_err(|e| WriteError::Aborted(e.to_string()))?
     }
 
-    async fn apply_here(&self, op: Op) -> Result<(u64, u64), WriteError> {
+    /// To the primary — or, when it cannot be reached (or older changes are still waiting),
+    /// to the end of the spool.
+    async fn apply_here(&self, op: Op) -> Result<Applied, WriteError> {
+        let Some(spool) = self.spool.clone().filter(|_| op.spoolable()) else {
+            return self.to_primary(&op).await;
+        };
+        if !spool.is_empty() {
+            return self.to_spool(&spool, op).await;
+        }
+        match self.to_primary(&op).await {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "primary unavailable: spooling the change");
+                self.to_spool(&spool, op).await
+            }
+            other => other,
+        }
+    }
+
+    async fn to_spool(&self, spool: &Arc<Spool>, op: Op) -> Result<Applied, WriteError> {
+        let change = match op {
+            Op::Write(b) => Spooled::Bars(b),
+            Op::Actions(s, a, _) => Spooled::Actions(s, a),
+            Op::Delete(..) => unreachable!("deletes are never spooled"),
+        };
+        let n = match &change {
+            Spooled::Bars(b) => b.len() as u64,
+            Spooled::Actions(_, a) => a.len() as u64,
+        };
+        let s = spool.clone();
+        tokio::task::spawn_blocking(move || s.append(&change))
+            .await
+            .map_err(|e| WriteError::Aborted(e.to_string()))??;
+        self.kick.notify_one();
+        Ok(Applied::Spooled { count: n })
+    }
+
+    /// Replays the spool into the primary, oldest first, whenever kicked (a change was
+    /// spooled) and every [`REPLAY_EVERY`] while it holds anything. Runs until the runtime
+    /// stops; started once by the data directory's owner.
+    pub fn spawn_replayer(&self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut delivered = 0u64;
+                loop {
+                    let s = spool.clone();
+                    let next = match tokio::task::spawn_blocking(move || s.peek()).await {
+                        Ok(Ok(n)) => n,
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "cannot read the spool");
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    let Some(change) = next else { break };
+                    let op = match change {
+                        Spooled::Bars(b) => Op::Write(b),
+                        Spooled::Actions(s, a) => {
+                            let Some(r) = TimeRange::covering(a.iter().map(|x| x.ts)) else {
+                                let _ = spool.pop();
+                                continue;
+                            };
+                            Op::Actions(s, a, r)
+                        }
+                    };
+                    match this.to_primary(&op).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_unavailable() => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the primary refused a spooled change; it is dropped from the spool (its change-log entry stays, uncertain, for verify)")
+                        }
+                    }
+                    delivered += op.count();
+                    let s = spool.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.pop()).await {
+                        tracing::error!(error = %e, "cannot advance the spool");
+                        break;
+                    }
+                }
+                if delivered > 0 {
+                    tracing::info!(
+                        delivered,
+                        waiting = spool.bars(),
+                        "spool replayed into the primary"
+                    );
+                }
+                let idle = spool.is_empty();
+                tokio::select! {
+                    _ = this.kick.notified() => {}
+                    _ = tokio::time::sleep(REPLAY_EVERY), if !idle => {}
+                }
+            }
+        });
+    }
+
+    /// Wakes the replayer now (a caller that knows the primary is back).
+    pub fn kick_replayer(&self) {
+        self.kick.notify_one();
+    }
+
+    /// The spool, when this writer has one.
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
+    }
+
+    async fn to_primary(&self, op: &Op) -> Result<Applied, WriteError> {
         let (kind, range) = (op.kind(), op.range());
         let seq = self
             .meta
             .begin_change(kind, &op.target(), range, op.count())
             .await?;
-        let result = match &op {
+        let result = match op {
             Op::Write(b) => self.primary.write(b).await.map(|()| b.len() as u64),
             Op::Delete(s, r) => self.primary.delete(s, *r).await,
             Op::Actions(s, a, _) => self
@@ -271,9 +444,9 @@ impl Writer {
         };
         // The primary may differ in this range now, even when it failed: drop cached copies
         // before anyone is told the outcome.
-        self.notify(&op);
+        self.notify(op);
         if result.is_err() {
-            self.notify_late(&op);
+            self.notify_late(op);
         }
         let settled = match &result {
             Ok(_) => self.settle(seq, true).await,
@@ -284,7 +457,7 @@ impl Writer {
         };
         let n = result?;
         settled?;
-        if let Op::Write(b) = &op {
+        if let Op::Write(b) = op {
             metrics()
                 .bars_written
                 .get_or_create(&labels([
@@ -293,7 +466,7 @@ impl Writer {
                 ]))
                 .inc_by(n);
         }
-        Ok((seq, n))
+        Ok(Applied::Primary { seq, count: n })
     }
 
     /// Settles a change-log entry, retrying briefly: an entry left pending would hold back

@@ -35,6 +35,7 @@ pub mod reader;
 pub mod schedule;
 pub mod services;
 pub mod source;
+pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -104,12 +104,25 @@ impl Services {
                 "committed change-log entries left pending by a crash"
             );
         }
-        let writer = Writer::new(primary.clone(), meta.clone());
+        let spool = Arc::new(
+            crate::spool::Spool::open(&storage.data_dir.join("spool"))
+                .map_err(|e| StartError::Other(e.to_string()))?,
+        );
+        if !spool.is_empty() {
+            tracing::warn!(
+                bars = spool.bars(),
+                records = spool.records(),
+                "the spool holds changes the primary has not taken yet; replaying them"
+            );
+        }
+        let writer = Writer::new(primary.clone(), meta.clone()).with_spool(spool.clone());
+        writer.spawn_replayer();
         let reader = Reader::new(
             primary.clone(),
             config.reader.max_bars_per_request,
             config.cache.max_bytes,
-        );
+        )
+        .with_spool(spool);
         // Every write drops the chunks it touches before it is acknowledged.
         writer.add_listener(reader.cache().clone());
         let mut sources: BTreeMap<SourceKind, Arc<dyn Source>> = BTreeMap::new();

@@ -114,6 +114,7 @@ impl From<crate::reader::ReadError> for ApiError {
                 ApiError::InvalidArgument(e.to_string())
             }
             crate::reader::ReadError::Store(s) => s.into(),
+            crate::reader::ReadError::Spooled { .. } => ApiError::Unavailable(e.to_string()),
             crate::reader::ReadError::Encode(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -124,7 +125,9 @@ impl From<crate::ingest::WriteError> for ApiError {
         match e {
             crate::ingest::WriteError::Store(s) => s.into(),
             crate::ingest::WriteError::Meta(m) => m.into(),
-            crate::ingest::WriteError::Aborted(_) => ApiError::Internal(e.to_string()),
+            crate::ingest::WriteError::Aborted(_) | crate::ingest::WriteError::Spool(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -47,10 +47,24 @@ impl serde::Serialize for ActionKind {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ActionKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        [
+            ActionKind::Dividend,
+            ActionKind::Split,
+            ActionKind::CapitalGain,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown action kind {s:?}")))
+    }
+}
+
 /// One corporate action. `ts` is 00:00 UTC of the exchange-local ex-date (the same rule as daily
 /// bars). Dividends and capital gains carry `amount` per share; splits carry
 /// `numerator:denominator` (4:1 means one old share became four), with `amount` = the ratio.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CorporateAction {
     pub ts: i64,
     pub kind: ActionKind,

@@ -44,6 +44,8 @@ pub struct FetchCounters {
     pub pages: u64,
     pub bars_fetched: u64,
     pub bars_written: u64,
+    /// Bars the primary could not take, kept in the spool (fsynced) until it can.
+    pub bars_spooled: u64,
     pub bars_rejected: u64,
     pub dropped: Dropped,
     pub actions: u64,
@@ -63,6 +65,7 @@ impl FetchCounters {
         self.pages += o.pages;
         self.bars_fetched += o.bars_fetched;
         self.bars_written += o.bars_written;
+        self.bars_spooled += o.bars_spooled;
         self.bars_rejected += o.bars_rejected;
         self.dropped += o.dropped;
         self.actions += o.actions;
@@ -154,10 +157,15 @@ pub async fn fetch_plans(
         let c = &outcome.counters;
         match result {
             Ok(()) => {
+                let spooled = if c.bars_spooled > 0 {
+                    format!(", {} spooled (the primary is unreachable)", c.bars_spooled)
+                } else {
+                    String::new()
+                };
                 ctx.log(
                     "info",
                     &format!(
-                        "{series}: {} bars fetched, {} written, {} quarantined",
+                        "{series}: {} bars fetched, {} written, {} quarantined{spooled}",
                         c.bars_fetched, c.bars_written, c.bars_rejected
                     ),
                 )
@@ -347,6 +355,7 @@ async fn fetch_range(
         let r = env.writer.ingest(&series, page.bars, &vctx).await?;
         c.bars_rejected += r.rejected;
         c.bars_written += r.written;
+        c.bars_spooled += r.spooled;
         c.validate_s += r.validate_time.as_secs_f64();
         if !page.actions.is_empty() {
             env.writer

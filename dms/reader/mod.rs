@@ -53,6 +53,11 @@ pub enum ReadError {
         "request covers at least {count} bars, more than the limit of {limit} (reader.max_bars_per_request); narrow the range or ask for fewer symbols"
     )]
     TooManyBars { count: u64, limit: u64 },
+    /// Bars of the range wait in the spool for the primary to come back.
+    #[error(
+        "the primary store is unavailable: bars of {series} in this range wait in the spool and will be served once it answers"
+    )]
+    Spooled { series: SeriesKey },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -150,6 +155,9 @@ pub struct Reader {
     store: Arc<dyn Store>,
     cache: Arc<ChunkCache>,
     max_bars: u64,
+    /// Changes waiting for the primary: a read of a range they touch answers
+    /// [`ReadError::Spooled`] rather than the primary's older bars.
+    spool: Option<Arc<crate::spool::Spool>>,
 }
 
 impl Reader {
@@ -159,7 +167,14 @@ impl Reader {
             store,
             cache: ChunkCache::new(cache_max_bytes),
             max_bars,
+            spool: None,
         }
+    }
+
+    /// Refuses reads of ranges with bars still in `spool` (see [`crate::spool`]).
+    pub fn with_spool(mut self, spool: Arc<crate::spool::Spool>) -> Reader {
+        self.spool = Some(spool);
+        self
     }
 
     /// The cache: register it as a [`crate::ingest::WriteListener`] of the writer of the same
@@ -175,6 +190,16 @@ impl Reader {
     /// Plans, checks the limit and starts the read. Errors before the first byte (a request
     /// over the limit, a store that cannot be reached) come back here, not in the body.
     pub async fn read(&self, q: BarsQuery) -> Result<Body, ReadError> {
+        if let Some(spool) = &self.spool
+            && let Some(s) = q
+                .symbols
+                .iter()
+                .find(|s| spool.covers(&SeriesKey::new((*s).clone(), q.interval), q.range))
+        {
+            return Err(ReadError::Spooled {
+                series: SeriesKey::new(s.clone(), q.interval),
+            });
+        }
         let planned = self.plan(&q).await?;
         self.check(&q, &planned).await?;
         if let Some(bytes) = self.encode_cached(&q, &planned)? {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use dms::domain::{Interval, TimeRange};
+use dms::ingest::Applied;
 use dms::store::embedded::EmbeddedStore;
 use dms::store::meta::{ChangeKind, ChangeTarget, MetaDb};
 
@@ -534,7 +535,8 @@ async fn a_write_whose_caller_goes_away_completes_is_logged_and_invalidates_the_
 }
 
 #[tokio::test]
-async fn a_write_that_landed_but_failed_stays_in_the_change_log_and_drops_cached_chunks() {
+async fn a_write_that_landed_but_failed_is_uncertain_spooled_and_replayed_once_the_primary_answers()
+{
     let (app, store) = gated_app(true).await;
     let k = key("AAPL", Interval::D1);
     app.services
@@ -547,13 +549,19 @@ async fn a_write_that_landed_but_failed_stays_in_the_change_log_and_drops_cached
         100.5 + (T0 % 997) as f64 / 100.0
     );
     store.fail_after_write.store(true, Ordering::SeqCst);
-    let err = app
+    let landed = app
         .services
         .writer
         .write(batch(&k, bars(T0, 5, Interval::D1, 50.0)))
         .await
-        .unwrap_err();
-    assert!(err.is_unavailable(), "{err}");
+        .unwrap();
+    assert_eq!(
+        landed,
+        Applied::Spooled { count: 5 },
+        "unavailable: spooled"
+    );
+    let spool = app.services.writer.spool().unwrap().clone();
+    assert_eq!(spool.bars(), 5);
     let log = change_log(&app.services.meta).await;
     assert_eq!(log.len(), 2, "the failed write is still in the change log");
     assert!(log[1].uncertain && !log[0].uncertain);
@@ -561,7 +569,36 @@ async fn a_write_that_landed_but_failed_stays_in_the_change_log_and_drops_cached
         app.services.meta.uncertain_changes(10).await.unwrap()[0].seq,
         log[1].seq
     );
-    // The cache does not keep serving the values the store no longer holds.
+    // The cache does not keep serving values the store may no longer hold: a read of the
+    // spooled range answers 503 or includes the spooled bars, never the old ones silently.
+    let resp = app
+        .get("/api/v1/bars?symbols=AAPL&interval=1d&format=json")
+        .await;
+    if resp.status() == 503 {
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unavailable");
+    } else {
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["series"]["AAPL"]["close"][0],
+            150.5 + (T0 % 997) as f64 / 100.0
+        );
+    }
+    // The primary answers again: the spool drains into it, through the change log.
+    store.fail_after_write.store(false, Ordering::SeqCst);
+    app.services.writer.kick_replayer();
+    eventually("the spool to drain", || {
+        std::future::ready(spool.is_empty())
+    })
+    .await;
+    // (The replayer may have tried once more while the store still failed: another
+    // uncertain entry; the last one is the replay that landed.)
+    let log = change_log(&app.services.meta).await;
+    let last = log.last().unwrap();
+    assert!(
+        log.len() >= 3 && !last.uncertain && last.count == 5,
+        "{log:?}"
+    );
     assert_eq!(
         closes(&app, "AAPL").await[0],
         150.5 + (T0 % 997) as f64 / 100.0
@@ -767,20 +804,29 @@ async fn a_write_that_timed_out_after_landing_is_uncertain_and_its_bars_are_serv
     let before = closes(&app, "AAPL").await;
     assert_eq!(before.len(), 20);
     proxy.set_mode(Mode::StallAnswers);
-    let err = app
+    let landed = app
         .services
         .writer
         .write(batch(&k, bars(T0, 20, Interval::D1, 30.0)))
         .await
-        .unwrap_err();
-    assert!(err.is_unavailable(), "{err}");
+        .unwrap();
+    assert_eq!(
+        landed,
+        Applied::Spooled { count: 20 },
+        "unavailable: spooled"
+    );
     let log = change_log(&app.services.meta).await;
-    assert_eq!(log.len(), 2);
     assert!(
         log[1].uncertain,
         "the timed-out write stays in the change log"
     );
     proxy.set_mode(Mode::Forward);
+    let spool = app.services.writer.spool().unwrap().clone();
+    app.services.writer.kick_replayer();
+    eventually("the spool to drain", || {
+        std::future::ready(spool.is_empty())
+    })
+    .await;
     // It landed; the cache was dropped, so the next read serves the new values.
     let after = closes(&app, "AAPL").await;
     assert!(
@@ -826,22 +872,37 @@ async fn influxd_killed_mid_batch_leaves_an_uncertain_entry_and_reads_see_what_l
     .await;
     assert!(!writing.is_finished(), "the batch finished before the kill");
     server.kill();
-    let err = writing.await.unwrap().unwrap_err();
-    assert!(err.is_unavailable(), "{err}");
+    // The batch the primary could not finish is spooled, durably, and the job carries on.
+    assert_eq!(
+        writing.await.unwrap().unwrap(),
+        Applied::Spooled { count: 200_000 }
+    );
     let log = change_log(&app.services.meta).await;
     assert!(log.last().unwrap().uncertain, "{log:?}");
     assert_eq!(log.last().unwrap().count, 200_000);
+    let spool = app.services.writer.spool().unwrap().clone();
+    assert_eq!(spool.bars(), 200_000);
+    // Meanwhile reads of the range do not serve the older bars silently.
+    let resp = app
+        .get("/api/v1/bars?symbols=KILLED&interval=1m&format=json")
+        .await;
+    assert_eq!(resp.status(), 503);
     server.restart();
+    app.services.writer.kick_replayer();
+    eventually("the spool to drain", || {
+        std::future::ready(spool.is_empty())
+    })
+    .await;
+    // Every bar arrived exactly once, with the batch's values, and the change log has it.
     let stored = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
-    assert!(
-        stored.len() > 10_000 && stored.len() < 200_000,
-        "{}",
-        stored.len()
-    );
+    assert_eq!(stored.len(), 200_000);
     assert_eq!(
         closes_of(&app, "KILLED", "1m").await,
         stored.iter().map(|b| b.close).collect::<Vec<_>>()
     );
+    let log = change_log(&app.services.meta).await;
+    let last = log.last().unwrap();
+    assert!(!last.uncertain && last.count == 200_000, "{last:?}");
 }
 
 async fn closes_of(app: &TestApp, symbol: &str, interval: &str) -> Vec<f64> {

@@ -275,7 +275,7 @@ fn dms_backfill_runs_in_process_and_prints_a_summary() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.starts_with("backfill succeeded: 1 series (0 failed), 2 bars fetched, 2 written, 0 quarantined, 1 dropped (no trade 1"),
+        out.starts_with("backfill succeeded: 1 series (0 failed), 2 bars fetched, 2 written, 0 spooled, 0 quarantined, 1 dropped (no trade 1"),
         "{out}"
     );
     assert!(out.contains("fetch ") && out.contains("write "), "{out}");
