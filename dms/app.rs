@@ -54,12 +54,27 @@ impl App {
             Ok(n) => tracing::info!(jobs = n, "resumed interrupted jobs"),
             Err(e) => tracing::warn!(error = %e, "cannot resume interrupted jobs"),
         }
+        // Alerts listen to the event bus for as long as the server runs.
+        let _alerts = match crate::alert::Alerts::start(
+            &self.services.config.alerts,
+            &self.services.events,
+        ) {
+            Ok(a) => Some(a),
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "alert channel not started");
+                }
+                None
+            }
+        };
+        let scheduler = self.services.scheduler.spawn(shutdown.clone());
         let router = crate::api::router(self.services.clone());
         tracing::info!(addr = %self.addr, primary = self.services.primary.kind(), "serving");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
             .map_err(StartError::Serve)?;
+        scheduler.abort();
         tracing::info!("stopped");
         Ok(())
     }

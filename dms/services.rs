@@ -16,8 +16,10 @@ use crate::ingest::Writer;
 use crate::maintain::MaintainEnv;
 use crate::maintain::jobs::Jobs;
 use crate::maintain::locks::SeriesLocks;
+use crate::maintain::scheduled::{JobsTarget, MetaScheduleStore};
 use crate::maintain::universe::Universe;
 use crate::reader::Reader;
+use crate::schedule::Scheduler;
 use crate::source::Source;
 use crate::source::files::FilesSource;
 use crate::source::futu::FutuSource;
@@ -63,6 +65,8 @@ pub struct Services {
     pub universe: Universe,
     /// The internal event bus: jobs, sources and replication publish, alerts subscribe.
     pub events: EventBus,
+    /// The `schedule:` entries; their loops run only in `dms serve` ([`crate::app::App::run`]).
+    pub scheduler: Scheduler,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -139,6 +143,9 @@ impl Services {
         );
         let universe = Universe::load(config.universe.clone(), meta.clone()).await?;
         let events = EventBus::new();
+        for s in sources.values() {
+            s.attach_events(events.clone());
+        }
         let jobs = Jobs::new(
             meta.clone(),
             MaintainEnv {
@@ -151,6 +158,12 @@ impl Services {
                 events: events.clone(),
             },
         );
+        let scheduler = Scheduler::new(
+            &config.schedule,
+            Arc::new(JobsTarget { jobs: jobs.clone() }),
+            Arc::new(MetaScheduleStore(meta.clone())),
+            Arc::new(SystemClock),
+        );
         Ok(Services {
             config,
             primary,
@@ -161,6 +174,7 @@ impl Services {
             jobs,
             universe,
             events,
+            scheduler,
             lock: Arc::new(lock),
         })
     }

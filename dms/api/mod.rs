@@ -13,6 +13,7 @@ pub mod import;
 pub mod jobs;
 pub mod openapi;
 pub mod quality;
+pub mod schedules;
 pub mod series;
 pub mod sources;
 pub mod universe;
@@ -117,6 +118,8 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(sources::list))
         .routes(routes!(sources::ping))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::run))
         .routes(routes!(universe::list, universe::upsert))
         .routes(routes!(universe::show, universe::remove))
 }

@@ -70,18 +70,23 @@ impl Jobs {
 
     /// Records a job as queued and starts it on a task; returns its id.
     pub async fn submit(&self, task: Task) -> Result<u64, JobError> {
-        let id = self
-            .meta
-            .create_job(
-                task.name(),
-                &serde_json::to_value(&task).unwrap_or_default(),
-            )
-            .await?;
-        self.spawn(id, task, None);
+        self.submit_named(task, None).await
+    }
+
+    /// Like [`Jobs::submit`], for a job a schedule starts: the schedule's name is kept with
+    /// the job (its params' `schedule`) and names it in events, so that a later success of
+    /// the same schedule clears an alert about its failure.
+    pub async fn submit_named(&self, task: Task, schedule: Option<&str>) -> Result<u64, JobError> {
+        let mut params = serde_json::to_value(&task).unwrap_or_default();
+        if let Some(name) = schedule {
+            params["schedule"] = name.into();
+        }
+        let id = self.meta.create_job(task.name(), &params).await?;
+        self.spawn(id, task, None, label(&params));
         Ok(id)
     }
 
-    fn spawn(&self, id: u64, task: Task, checkpoint: Option<serde_json::Value>) {
+    fn spawn(&self, id: u64, task: Task, checkpoint: Option<serde_json::Value>, label: String) {
         let this = self.clone();
         let cancel = CancellationToken::new();
         self.running
@@ -89,7 +94,8 @@ impl Jobs {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, cancel.clone());
         tokio::spawn(async move {
-            this.execute(id, task, cancel, checkpoint, |_| {}).await;
+            this.execute(id, task, cancel, checkpoint, label, |_| {})
+                .await;
         });
     }
 
@@ -112,7 +118,9 @@ impl Jobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, cancel.clone());
-        self.execute(id, task, cancel, None, on_progress).await;
+        let label = task.name().to_string();
+        self.execute(id, task, cancel, None, label, on_progress)
+            .await;
         self.meta.job(id).await?.ok_or(JobError::NotFound(id))
     }
 
@@ -148,7 +156,7 @@ impl Jobs {
                         self.meta
                             .append_job_log(job.id, "info", "resumed after a restart")
                             .await?;
-                        self.spawn(job.id, task, job.checkpoint.clone());
+                        self.spawn(job.id, task, job.checkpoint.clone(), label(&job.params));
                         n += 1;
                     }
                     Err(e) => {
@@ -169,6 +177,7 @@ impl Jobs {
         task: Task,
         cancel: CancellationToken,
         checkpoint: Option<serde_json::Value>,
+        label: String,
         mut on_progress: impl FnMut(&JobCtx),
     ) {
         let ctx = JobCtx {
@@ -233,12 +242,12 @@ impl Jobs {
         match status {
             "failed" => self.env.events.publish(Event::JobFailed {
                 job_id: id,
-                task: task.name().to_string(),
+                task: label.clone(),
                 message: errors.first().cloned().unwrap_or_else(|| "failed".into()),
             }),
             "succeeded" => self.env.events.publish(Event::JobSucceeded {
                 job_id: id,
-                task: task.name().to_string(),
+                task: label.clone(),
             }),
             _ => {}
         }
@@ -250,5 +259,15 @@ impl Jobs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+    }
+}
+
+/// What events call a job: its task, and the schedule that started it
+/// (`update us-after-market`).
+fn label(params: &serde_json::Value) -> String {
+    let task = params["task"].as_str().unwrap_or("job");
+    match params["schedule"].as_str() {
+        Some(s) => format!("{task} {s}"),
+        None => task.to_string(),
     }
 }

@@ -85,16 +85,20 @@ impl Task {
                 }
                 let selection = Selection {
                     symbols: parse_symbol_list(&spec.symbols)?,
-                    interval: spec
+                    intervals: spec
                         .interval
                         .as_deref()
                         .map(str::parse::<Interval>)
-                        .transpose()?,
-                    market: spec
+                        .transpose()?
+                        .into_iter()
+                        .collect(),
+                    markets: spec
                         .market
                         .as_deref()
                         .map(str::parse::<Market>)
-                        .transpose()?,
+                        .transpose()?
+                        .into_iter()
+                        .collect(),
                 };
                 selection.check(&env.universe)?;
                 if t == "update" {

@@ -128,12 +128,15 @@ impl Universe {
 /// interval (DESIGN §3 `dms update [--symbols] [--interval] [--market]`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Selection {
+    /// Empty: every symbol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbols: Vec<Symbol>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Interval>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub market: Option<Market>,
+    /// Empty: every interval of each entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Interval>,
+    /// Empty: every market.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markets: Vec<Market>,
 }
 
 /// A maintained series with what is needed to fetch it.
@@ -191,13 +194,12 @@ impl Selection {
             if !self.symbols.is_empty() && !self.symbols.contains(&e.symbol) {
                 continue;
             }
-            if let Some(m) = self.market
-                && e.market.or_else(|| e.symbol.market()) != Some(m)
-            {
+            let market = e.market.or_else(|| e.symbol.market());
+            if !self.markets.is_empty() && !market.is_some_and(|m| self.markets.contains(&m)) {
                 continue;
             }
             for &i in &e.intervals {
-                if self.interval.is_none_or(|want| want == i) {
+                if self.intervals.is_empty() || self.intervals.contains(&i) {
                     out.push(Maintained::of(&e, i));
                 }
             }
@@ -235,13 +237,13 @@ mod tests {
         assert_eq!(again.entries(), u.entries());
 
         let sel = Selection {
-            market: Some(Market::Hk),
+            markets: vec![Market::Hk],
             ..Selection::default()
         };
         let hk: Vec<_> = sel.resolve(&u).into_iter().map(|m| m.series).collect();
         assert_eq!(hk.len(), 2);
         let sel = Selection {
-            interval: Some(Interval::H1),
+            intervals: vec![Interval::H1],
             ..Selection::default()
         };
         assert_eq!(sel.resolve(&u).len(), 1);

@@ -130,9 +130,22 @@ pub struct SourceGate {
     policy: GatePolicy,
     /// A std `Mutex`: never held across an `.await`.
     state: Mutex<State>,
+    /// Where pauses and resumptions are published (set once the service wires its bus).
+    events: std::sync::OnceLock<crate::events::EventBus>,
 }
 
 impl SourceGate {
+    /// Publishes this source's pauses and resumptions on `bus` from now on.
+    pub fn attach_events(&self, bus: crate::events::EventBus) {
+        let _ = self.events.set(bus);
+    }
+
+    fn publish(&self, event: crate::events::Event) {
+        if let Some(bus) = self.events.get() {
+            bus.publish(event);
+        }
+    }
+
     pub fn new(kind: SourceKind, limiter: RateLimiter, policy: GatePolicy) -> SourceGate {
         metrics()
             .source_paused
@@ -143,6 +156,7 @@ impl SourceGate {
             limiter,
             policy,
             state: Mutex::new(State::default()),
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -234,6 +248,9 @@ impl SourceGate {
                 .get_or_create(&labels([("source", self.kind.as_str())]))
                 .set(0);
             tracing::info!(source = self.kind.as_str(), "source resumed after pause");
+            self.publish(crate::events::Event::SourceResumed {
+                source: self.kind.as_str().to_string(),
+            });
         }
         Ok(())
     }
@@ -256,6 +273,11 @@ impl SourceGate {
             refusals = st.consecutive_refusals,
             "source paused after repeated refusals"
         );
+        self.publish(crate::events::Event::SourcePaused {
+            source: self.kind.as_str().to_string(),
+            until: chrono::DateTime::from_timestamp(until_utc, 0).unwrap_or_default(),
+            reason: format!("{} refusals in a row", st.consecutive_refusals),
+        });
     }
 
     fn record<T>(&self, r: &Result<T, SourceError>) {
@@ -308,6 +330,9 @@ impl SourceGate {
                 .get_or_create(&labels([("source", self.kind.as_str())]))
                 .set(0);
             tracing::info!(source = self.kind.as_str(), "source resumed by ping");
+            self.publish(crate::events::Event::SourceResumed {
+                source: self.kind.as_str().to_string(),
+            });
         }
     }
 

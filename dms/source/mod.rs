@@ -266,6 +266,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// Rate-limit and pause state, for `GET /api/v1/sources`.
     fn status(&self) -> gate::SourceStatus;
+
+    /// Publishes the source's pauses and resumptions on `bus` (sources behind a
+    /// [`gate::SourceGate`] forward this to it).
+    fn attach_events(&self, bus: crate::events::EventBus) {
+        let _ = bus;
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,14 @@ ALTER TABLE change_log_v3 RENAME TO change_log;
 CREATE INDEX change_log_by_series ON change_log (symbol, interval, seq);
 CREATE INDEX change_log_by_state ON change_log (state, seq);
 "#,
+    r#"
+-- When each schedule last started a job (the scheduler's catch-up and /api/v1/schedules).
+CREATE TABLE schedule_runs (
+    name    TEXT PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    job_id  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -862,6 +870,41 @@ fn now() -> i64 {
 /// Formats an epoch for log lines and errors.
 pub fn fmt_ts(ts: i64) -> String {
     time::rfc3339(ts)
+}
+
+/// Schedule runs (the scheduler's `last_run` / `last_job`).
+impl MetaDb {
+    /// When the schedule `name` last started a job, and which: `(epoch s, job id)`.
+    pub async fn schedule_run(&self, name: &str) -> Result<Option<(i64, u64)>, MetaError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            Ok(
+                c.prepare_cached("SELECT at, job_id FROM schedule_runs WHERE name = ?1")?
+                    .query_row(params![name], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                    })
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    pub async fn set_schedule_run(
+        &self,
+        name: &str,
+        at: i64,
+        job_id: u64,
+    ) -> Result<(), MetaError> {
+        let name = name.to_string();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO schedule_runs (name, at, job_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![name, at, job_id as i64])?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -263,6 +263,12 @@ async fn a_dead_receiver_is_retried_and_holds_up_neither_other_channels_nor_the_
         .collect();
     let expected: Vec<String> = (0..10).map(|i| format!("task{i}")).collect();
     assert_eq!(subjects, expected, "delivered in order, each once");
+    // The channel counts a delivery after reading its answer: wait for the tenth.
+    let start = tokio::time::Instant::now();
+    while service.stats()[0].sent < 10 {
+        assert!(start.elapsed() < DEADLINE, "{:?}", service.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let s = &service.stats()[0];
     assert_eq!((s.sent, s.given_up, s.dropped), (10, 0, 0));
     assert!(s.failed_attempts >= 5, "{s:?}");

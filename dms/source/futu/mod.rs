@@ -581,6 +581,10 @@ impl Source for FutuSource {
         ))
     }
 
+    fn attach_events(&self, bus: crate::events::EventBus) {
+        self.gate().attach_events(bus);
+    }
+
     fn status(&self) -> SourceStatus {
         self.inner.gate.status()
     }

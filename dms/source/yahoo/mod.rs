@@ -167,6 +167,10 @@ impl Source for YahooSource {
         }
     }
 
+    fn attach_events(&self, bus: crate::events::EventBus) {
+        self.gate.attach_events(bus);
+    }
+
     fn status(&self) -> SourceStatus {
         self.gate.status()
     }

@@ -28,6 +28,11 @@ pub struct Synth {
     pub now: i64,
     /// Every bar whose timestamp hashes to 0 modulo this is all-null (Yahoo's "no trade" bars).
     pub null_every: Option<u64>,
+    /// A split `(session open instant, ratio)`: as Yahoo does, prices before it are divided
+    /// by the ratio (volumes multiplied) and the split is in `events`.
+    pub split: Option<(i64, f64)>,
+    /// Ranges of instants with no bars (an outage of the vendor's history, a suspension).
+    pub omit: Vec<(i64, i64)>,
 }
 
 impl Synth {
@@ -36,7 +41,39 @@ impl Synth {
             interval: interval.to_string(),
             now,
             null_every: None,
+            split: None,
+            omit: Vec::new(),
         }
+    }
+
+    pub fn with_split(mut self, ts: i64, ratio: f64) -> Synth {
+        self.split = Some((ts, ratio));
+        self
+    }
+
+    pub fn omitting(mut self, from: i64, to: i64) -> Synth {
+        self.omit.push((from, to));
+        self
+    }
+
+    fn omitted(&self, ts: i64) -> bool {
+        self.omit.iter().any(|(a, b)| (*a..*b).contains(&ts))
+    }
+
+    /// Applies the split basis to a bar before it.
+    fn adjust(&self, mut b: SynthBar) -> SynthBar {
+        if let Some((at, r)) = self.split
+            && b.ts < at
+        {
+            let p = |v: Option<f64>| v.map(|x| (x / r) as f32 as f64);
+            b.open = p(b.open);
+            b.high = p(b.high);
+            b.low = p(b.low);
+            b.close = p(b.close);
+            b.adjclose = p(b.adjclose);
+            b.volume = b.volume.map(|v| (v as f64 * r) as u64);
+        }
+        b
     }
 
     pub fn with_null_every(mut self, n: u64) -> Synth {
@@ -159,15 +196,15 @@ pub fn bars(symbol: &str, synth: &Synth, period1: i64, period2: i64) -> Vec<Synt
             Some(step) => {
                 let mut t = open;
                 while t < close {
-                    if t >= period1 && t < end && t + step <= synth.now {
-                        out.push(bar(s, t, false, synth.null_every));
+                    if t >= period1 && t < end && t + step <= synth.now && !synth.omitted(t) {
+                        out.push(synth.adjust(bar(s, t, false, synth.null_every)));
                     }
                     t += step;
                 }
             }
             None => {
-                if open >= period1 && open < end && close <= synth.now {
-                    out.push(bar(s, open, true, synth.null_every));
+                if open >= period1 && open < end && close <= synth.now && !synth.omitted(open) {
+                    out.push(synth.adjust(bar(s, open, true, synth.null_every)));
                 }
             }
         }
@@ -246,15 +283,31 @@ pub fn chart_json(symbol: &str, synth: &Synth, period1: i64, period2: i64) -> St
         } else {
             dividends(&bars)
         };
-        if !divs.is_empty() {
-            s.push_str(r#","events":{"dividends":{"#);
-            for (i, (t, amount)) in divs.iter().enumerate() {
-                if i > 0 {
+        let split = synth
+            .split
+            .filter(|(t, _)| !intraday && *t >= period1 && *t < period2.min(synth.now));
+        if !divs.is_empty() || split.is_some() {
+            s.push_str(r#","events":{"#);
+            if !divs.is_empty() {
+                s.push_str(r#""dividends":{"#);
+                for (i, (t, amount)) in divs.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    let _ = write!(s, r#""{t}":{{"amount":{amount},"date":{t}}}"#);
+                }
+                s.push('}');
+            }
+            if let Some((t, r)) = split {
+                if !divs.is_empty() {
                     s.push(',');
                 }
-                let _ = write!(s, r#""{t}":{{"amount":{amount},"date":{t}}}"#);
+                let _ = write!(
+                    s,
+                    r#""splits":{{"{t}":{{"date":{t},"numerator":{r},"denominator":1,"splitRatio":"{r}:1"}}}}"#
+                );
             }
-            s.push_str("}}");
+            s.push('}');
         }
         s.push_str(r#","indicators":{"quote":[{"open":["#);
         join(&mut s, bars.iter().map(|b| b.open));

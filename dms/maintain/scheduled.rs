@@ -1,0 +1,86 @@
+//! What the scheduler drives ([`crate::schedule`]): its [`ScheduleTarget`] is the jobs runner
+//! (a schedule entry becomes a [`Task`] over its selection), its trading days come from the
+//! exchange calendars, and its last runs are kept in the metadata database.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::jobs::Jobs;
+use super::task::Task;
+use super::universe::Selection;
+use crate::config::{ScheduleEntry, TaskKind};
+use crate::domain::Calendar;
+use crate::schedule::{LastRun, ScheduleStore, ScheduleTarget};
+use crate::store::meta::MetaDb;
+
+/// The scheduler's target: jobs, calendars.
+pub struct JobsTarget {
+    pub jobs: Jobs,
+}
+
+impl JobsTarget {
+    /// The task a schedule entry starts.
+    pub fn task(entry: &ScheduleEntry) -> Result<Task, String> {
+        let selection = Selection {
+            symbols: entry.symbols.clone(),
+            intervals: entry.intervals.clone(),
+            markets: entry.markets.clone(),
+        };
+        match entry.task {
+            TaskKind::Update => Ok(Task::Update(selection)),
+            TaskKind::Repair | TaskKind::Verify | TaskKind::Sync => Err(format!(
+                "task {:?} is not available in this version",
+                entry.task
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleTarget for JobsTarget {
+    async fn submit(&self, entry: &ScheduleEntry) -> Result<u64, String> {
+        let task = JobsTarget::task(entry)?;
+        if let Task::Update(sel) = &task {
+            sel.check(&self.jobs.env().universe)?;
+        }
+        self.jobs
+            .submit_named(task, Some(&entry.name))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn is_running(&self, job_id: u64) -> bool {
+        match self.jobs.meta().job(job_id).await {
+            Ok(Some(j)) => matches!(j.status.as_str(), "queued" | "running"),
+            // Unknown or unreadable: do not block the schedule forever.
+            _ => false,
+        }
+    }
+
+    fn is_trading_day(&self, entry: &ScheduleEntry, date: NaiveDate) -> bool {
+        entry
+            .markets
+            .iter()
+            .all(|m| Calendar::standard(*m).is_session(date))
+    }
+}
+
+/// Last runs in the metadata database.
+pub struct MetaScheduleStore(pub MetaDb);
+
+#[async_trait]
+impl ScheduleStore for MetaScheduleStore {
+    async fn load(&self, name: &str) -> Result<Option<LastRun>, String> {
+        let run = self.0.schedule_run(name).await.map_err(|e| e.to_string())?;
+        Ok(run.and_then(|(at, job_id)| {
+            DateTime::<Utc>::from_timestamp(at, 0).map(|at| LastRun { at, job_id })
+        }))
+    }
+
+    async fn save(&self, name: &str, run: LastRun) -> Result<(), String> {
+        self.0
+            .set_schedule_run(name, run.at.timestamp(), run.job_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
