@@ -377,7 +377,7 @@ async fn import(
             report
         }
         Target::Local(services) => {
-            crate::import::import_path(&services.writer, path, interval, symbol.as_ref(), |f| {
+            crate::import::import_path(services.jobs.env(), path, interval, symbol.as_ref(), |f| {
                 bar.inc(1);
                 bar.suspend(|| print_file(f));
             })

@@ -2,13 +2,15 @@
 //!
 //! Each file is parsed whole first (see [`crate::source::files`]); a malformed file is reported
 //! with its name, line and reason and nothing from it is written. The bars of a good file go
-//! through [`crate::ingest::Writer::ingest`] like any other write: validated, rejections
+//! through [`crate::ingest::Writer::ingest`] like any other write, holding the series lock
+//! (one writer per series, jobs included): validated, rejections
 //! quarantined, the rest written and logged in the change log.
 
 use std::path::{Path, PathBuf};
 
 use crate::domain::{Interval, Symbol};
-use crate::ingest::{IngestReport, WriteError, Writer};
+use crate::ingest::{IngestReport, WriteError};
+use crate::maintain::MaintainEnv;
 use crate::source::files::{self, FileError};
 use crate::validate::Context;
 
@@ -73,7 +75,7 @@ pub enum ImportError {
 /// Imports a file or every CSV/Parquet file of a directory (the CLI in-process: the user's own
 /// files). `on_file` is called after each file (progress reporting).
 pub async fn import_path(
-    writer: &Writer,
+    env: &MaintainEnv,
     path: &Path,
     interval: Interval,
     symbol: Option<&Symbol>,
@@ -83,7 +85,7 @@ pub async fn import_path(
         .into_iter()
         .map(|p| (p.display().to_string(), p))
         .collect();
-    import_files(writer, files, interval, symbol, on_file).await
+    import_files(env, files, interval, symbol, on_file).await
 }
 
 /// Imports a path named by a remote caller: only what resolves (symlinks included) inside
@@ -91,7 +93,7 @@ pub async fn import_path(
 /// of a directory is checked too (a symlink inside may point anywhere). Reports name files
 /// relative to `dir`.
 pub async fn import_confined(
-    writer: &Writer,
+    env: &MaintainEnv,
     dir: &Path,
     requested: &Path,
     interval: Interval,
@@ -107,7 +109,7 @@ pub async fn import_confined(
             .unwrap_or_else(|_| real.display().to_string());
         files.push((shown, real));
     }
-    import_files(writer, files, interval, symbol, |_| {}).await
+    import_files(env, files, interval, symbol, |_| {}).await
 }
 
 /// Resolves `requested` (relative to `base`) and checks it lies inside `dir`.
@@ -159,14 +161,14 @@ fn lexically_inside(root: &Path, p: &Path) -> bool {
 /// Imports one uploaded file (stored by the API in a private temporary directory), reported
 /// under `name`.
 pub async fn import_upload(
-    writer: &Writer,
+    env: &MaintainEnv,
     stored: PathBuf,
     name: &str,
     interval: Interval,
     symbol: Option<&Symbol>,
 ) -> Result<ImportReport, ImportError> {
     import_files(
-        writer,
+        env,
         vec![(name.to_string(), stored)],
         interval,
         symbol,
@@ -177,7 +179,7 @@ pub async fn import_upload(
 
 /// Parses each file whole, then writes its bars through the write path.
 async fn import_files(
-    writer: &Writer,
+    env: &MaintainEnv,
     files: Vec<(String, PathBuf)>,
     interval: Interval,
     symbol: Option<&Symbol>,
@@ -203,11 +205,12 @@ async fn import_files(
                 fr.series = fb.series.len() as u64;
                 fr.read = fb.bar_count() as u64;
                 fr.no_trade = fb.dropped.no_trade;
-                let now = chrono::Utc::now().timestamp();
                 let mut sum = IngestReport::default();
                 for (series, bars) in fb.series {
-                    let ctx = Context::new(now, series.symbol.market());
-                    sum += writer.ingest(&series, bars, &ctx).await?;
+                    // One writer per series: an import waits for a job writing the series.
+                    let _guard = env.locks.lock(&series).await;
+                    let ctx = Context::new(env.clock.now(), series.symbol.market());
+                    sum += env.writer.ingest(&series, bars, &ctx).await?;
                 }
                 fr.written = sum.written;
                 fr.rejected = sum.rejected;

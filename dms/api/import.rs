@@ -108,13 +108,13 @@ pub async fn import(
                 .map_err(|e| ApiError::InvalidArgument(format!("bad JSON body: {e}")))?;
             let interval = parse_interval(Some(&body.interval))?;
             let symbol = parse_symbol(body.symbol.as_deref())?;
-            let (writer, dir) = (
-                services.writer.clone(),
+            let (env, dir) = (
+                services.jobs.env().clone(),
                 services.config.sources.files.dir.clone(),
             );
             run_detached(async move {
                 crate::import::import_confined(
-                    &writer,
+                    &env,
                     &dir,
                     Path::new(&body.path),
                     interval,
@@ -239,11 +239,11 @@ impl Upload {
 
     /// Imports the complete upload (on its own task) and removes it.
     async fn import(self, state: &AppState) -> Result<ImportReport, ApiError> {
-        let writer = state.services().writer.clone();
+        let env = state.services().jobs.env().clone();
         run_detached(async move {
             let stored = self.path();
             let r = crate::import::import_upload(
-                &writer,
+                &env,
                 stored,
                 &self.name,
                 self.interval,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ctx::{JobCtx, Progress};
 use super::task::{JobSpec, Task};
 use super::update::Mode;
-use super::{MaintainEnv, backfill, update};
+use super::{MaintainEnv, backfill, repair, update};
 use crate::events::Event;
 use crate::store::meta::{JobRecord, MetaDb, MetaError};
 use crate::telemetry::{labels, metrics};
@@ -200,6 +200,7 @@ impl Jobs {
                 Task::Backfill(p) => backfill::run(&self.env, p, &ctx).await,
                 Task::Update(sel) => update::run(&self.env, sel, Mode::Update, &ctx).await,
                 Task::Full(sel) => update::run(&self.env, sel, Mode::Full, &ctx).await,
+                Task::Repair(sel) => repair::run(&self.env, sel, &ctx).await,
             };
             (serde_json::to_value(&counters).unwrap_or_default(), errors)
         };

@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod fetch;
 pub mod jobs;
 pub mod locks;
+pub mod repair;
 pub mod scheduled;
 pub mod task;
 pub mod universe;

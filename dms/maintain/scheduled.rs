@@ -28,7 +28,8 @@ impl JobsTarget {
         };
         match entry.task {
             TaskKind::Update => Ok(Task::Update(selection)),
-            TaskKind::Repair | TaskKind::Verify | TaskKind::Sync => Err(format!(
+            TaskKind::Repair => Ok(Task::Repair(selection)),
+            TaskKind::Verify | TaskKind::Sync => Err(format!(
                 "task {:?} is not available in this version",
                 entry.task
             )),
@@ -40,7 +41,7 @@ impl JobsTarget {
 impl ScheduleTarget for JobsTarget {
     async fn submit(&self, entry: &ScheduleEntry) -> Result<u64, String> {
         let task = JobsTarget::task(entry)?;
-        if let Task::Update(sel) = &task {
+        if let Task::Update(sel) | Task::Repair(sel) = &task {
             sel.check(&self.jobs.env().universe)?;
         }
         self.jobs

@@ -43,6 +43,7 @@ pub enum Task {
     Backfill(BackfillParams),
     Update(Selection),
     Full(Selection),
+    Repair(Selection),
 }
 
 impl Task {
@@ -51,6 +52,7 @@ impl Task {
             Task::Backfill(_) => "backfill",
             Task::Update(_) => "update",
             Task::Full(_) => "full",
+            Task::Repair(_) => "repair",
         }
     }
 
@@ -71,7 +73,7 @@ impl Task {
                 check_sources(env, &p)?;
                 Task::Backfill(p)
             }
-            t @ ("update" | "full") => {
+            t @ ("update" | "full" | "repair") => {
                 for (k, v) in [
                     ("start", &spec.start),
                     ("end", &spec.end),
@@ -101,13 +103,13 @@ impl Task {
                         .collect(),
                 };
                 selection.check(&env.universe)?;
-                if t == "update" {
-                    Task::Update(selection)
-                } else {
-                    Task::Full(selection)
+                match t {
+                    "update" => Task::Update(selection),
+                    "full" => Task::Full(selection),
+                    _ => Task::Repair(selection),
                 }
             }
-            t @ ("repair" | "verify" | "sync") => {
+            t @ ("verify" | "sync") => {
                 return Err(format!("task {t:?} is not available in this version"));
             }
             t => {

@@ -413,3 +413,45 @@ async fn a_failing_job_raises_a_webhook_alert_and_its_next_success_clears_it() {
     let got = rx.wait_ok(2, Duration::from_secs(20)).await;
     assert_eq!(got[1].body["status"], "resolved", "{:?}", got[1].body);
 }
+
+#[tokio::test]
+async fn repair_fetches_the_sessions_of_quarantined_bars_again() {
+    let mock = MockYahoo::start().await;
+    mock.serve_synthetic("AAPL", Synth::new("1d", now()));
+    let app = app_on(
+        &mock,
+        "[{symbol: AAPL, source: yahoo, intervals: [1d]}]",
+        &[],
+    )
+    .await;
+    // A file with one broken bar (high below low) on 2026-06-02.
+    let csv = "Date,Open,High,Low,Close,Adj Close,Volume\n2026-06-01,10,11,9,10.5,10.5,100\n2026-06-02,10,8,9,10.5,10.5,100\n";
+    let r = app
+        .client
+        .post(app.url("/api/v1/import?interval=1d&name=AAPL.csv"))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["files"][0]["rejected"], 1, "{v}");
+    let k = key("AAPL", Interval::D1);
+    let day = dms::domain::time::parse_instant("2026-06-02").unwrap();
+    let day_range = TimeRange::new(day, day + DAY).unwrap();
+    assert!(
+        app.services
+            .primary
+            .read(&k, day_range)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let job = run(&app, serde_json::json!({"task": "repair"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let repaired = app.services.primary.read(&k, day_range).await.unwrap();
+    assert_eq!(repaired.len(), 1, "the day is stored now, from the source");
+    let asked = mock.requests_for("AAPL");
+    assert_eq!(asked.len(), 1, "only the quarantined day was fetched");
+    assert!(period1(&asked[0]) <= day + DAY && period1(&asked[0]) >= day - DAY);
+}
