@@ -70,6 +70,9 @@ pub fn intraday_instant(t: WrittenTime) -> i64 {
 /// DMS stamp has one. Errors never quote the text (it is file content).
 pub fn parse_written(s: &str) -> Result<WrittenTime, String> {
     let s = s.trim();
+    if let Some(t) = fast_utc(s.as_bytes()) {
+        return Ok(WrittenTime::Instant(t));
+    }
     let bad = || {
         "not a time (expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS, RFC 3339 or epoch seconds)"
             .to_string()
@@ -112,6 +115,33 @@ pub fn parse_written(s: &str) -> Result<WrittenTime, String> {
         }
     }
     Err(bad())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` exactly — what DMS itself exports, so the common case of an import
+/// — without the general parsers (a quarter of the whole import's CPU otherwise).
+fn fast_utc(b: &[u8]) -> Option<i64> {
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut v = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        Some(v)
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some(date_ts(date) + i64::from(h * 3600 + m * 60 + sec))
 }
 
 /// The UTC calendar date of an epoch-seconds instant.
@@ -268,6 +298,31 @@ mod tests {
             intraday_instant(parse_written("2024-01-02").unwrap()),
             1_704_153_600
         );
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_rfc3339() {
+        for s in [
+            "2024-01-02T14:30:00Z",
+            "1900-01-01T00:00:00Z",
+            "2099-12-31T23:59:59Z",
+            "2024-02-29T12:00:00Z",
+        ] {
+            assert_eq!(
+                fast_utc(s.as_bytes()),
+                Some(DateTime::parse_from_rfc3339(s).unwrap().timestamp()),
+                "{s}"
+            );
+        }
+        for s in [
+            "2023-02-29T12:00:00Z",
+            "2024-01-02T24:00:00Z",
+            "2024-01-02T14:30:00+01:00",
+            "2024-01-02 14:30:00Z",
+            "2024-1-02T14:30:00Z",
+        ] {
+            assert_eq!(fast_utc(s.as_bytes()), None, "{s}");
+        }
     }
 
     #[test]

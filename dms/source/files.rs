@@ -131,8 +131,13 @@ struct Collector<'a> {
     /// Overrides every symbol's own market.
     market: Option<Market>,
     out: FileBars,
-    /// Each symbol of the file, parsed once, with the time zone its daily bars are dated in.
-    symbols: BTreeMap<String, (Symbol, chrono_tz::Tz)>,
+    /// Each symbol of the file, parsed once: its index in `series`.
+    symbols: std::collections::HashMap<String, usize>,
+    /// Per symbol: its series, the time zone its daily bars are dated in, its bars so far.
+    series: Vec<(SeriesKey, chrono_tz::Tz, Vec<Bar>)>,
+    /// The index of the previous row's symbol: files are usually grouped by symbol, so most
+    /// rows need one string comparison, no lookup and no allocation.
+    last: Option<usize>,
 }
 
 impl<'a> Collector<'a> {
@@ -148,8 +153,49 @@ impl<'a> Collector<'a> {
             only,
             market,
             out: FileBars::default(),
-            symbols: BTreeMap::new(),
+            symbols: std::collections::HashMap::new(),
+            series: Vec::new(),
+            last: None,
         }
+    }
+
+    /// The bars collected, by series.
+    fn finish(mut self) -> FileBars {
+        for (k, _, bars) in self.series {
+            self.out.series.entry(k).or_default().extend(bars);
+        }
+        self.out
+    }
+
+    /// The index of `symbol` in `series`, parsing it the first time it appears.
+    fn slot(&mut self, line: u64, symbol: &str) -> Result<usize, FileError> {
+        if let Some(i) = self.last
+            && self.series[i].0.symbol.as_str() == symbol
+        {
+            return Ok(i);
+        }
+        let i = match self.symbols.get(symbol) {
+            Some(&i) => i,
+            None => {
+                let sym = Symbol::parse(symbol).map_err(|_| {
+                    self.bad(
+                        line,
+                        "symbol: not a symbol (letters, digits and .-=^_, at most 32)",
+                    )
+                })?;
+                let tz = self
+                    .market
+                    .or_else(|| sym.market())
+                    .map_or(chrono_tz::UTC, Market::timezone);
+                self.series
+                    .push((SeriesKey::new(sym, self.interval), tz, Vec::new()));
+                self.symbols
+                    .insert(symbol.to_string(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        self.last = Some(i);
+        Ok(i)
     }
 
     fn bad(&self, line: u64, reason: impl Into<String>) -> FileError {
@@ -164,20 +210,8 @@ impl<'a> Collector<'a> {
         if self.only.is_some_and(|s| s.as_str() != row.symbol) {
             return Ok(());
         }
-        if !self.symbols.contains_key(row.symbol) {
-            let sym = Symbol::parse(row.symbol).map_err(|_| {
-                self.bad(
-                    line,
-                    "symbol: not a symbol (letters, digits and .-=^_, at most 32)",
-                )
-            })?;
-            let tz = self
-                .market
-                .or_else(|| sym.market())
-                .map_or(chrono_tz::UTC, Market::timezone);
-            self.symbols.insert(row.symbol.to_string(), (sym, tz));
-        }
-        let (symbol, tz) = self.symbols[row.symbol].clone();
+        let slot = self.slot(line, row.symbol)?;
+        let tz = self.series[slot].1;
         let written = match row.ts {
             RowTs::Written(w) => w,
             RowTs::Text(s) => {
@@ -200,11 +234,7 @@ impl<'a> Collector<'a> {
             adj_close: row.adj_close,
             source: SourceKind::Files,
         };
-        self.out
-            .series
-            .entry(SeriesKey::new(symbol, self.interval))
-            .or_default()
-            .push(bar);
+        self.series[slot].2.push(bar);
         Ok(())
     }
 }
@@ -351,7 +381,7 @@ fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
         };
         c.push(line, row)?;
     }
-    Ok(c.out)
+    Ok(c.finish())
 }
 
 fn read_parquet(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
@@ -370,7 +400,7 @@ fn read_parquet(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError
         read_batch(&mut c, &batch, row_base)?;
         row_base += batch.num_rows() as u64;
     }
-    Ok(c.out)
+    Ok(c.finish())
 }
 
 /// A typed `ts` value at a row: `Ok(None)` for a null, `Err` for a value that is no DMS stamp.
