@@ -12,7 +12,6 @@
 //! `IMPORT_TARGETS=embedded|influxdb` for one part. Run with `cargo bench --bench import`.
 
 #[path = "../tests/it/helpers/influxd.rs"]
-#[allow(dead_code)]
 mod influxd;
 
 use std::io::Write;
