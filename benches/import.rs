@@ -154,7 +154,7 @@ fn generate(dir: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let mut lines: Vec<PathBuf> = Vec::new();
     let mut body = Vec::new();
     let mut in_body = 0;
-    let mut flush = |body: &mut Vec<u8>, lines: &mut Vec<PathBuf>| -> anyhow::Result<()> {
+    let flush = |body: &mut Vec<u8>, lines: &mut Vec<PathBuf>| -> anyhow::Result<()> {
         let p = dir.join(format!("lines{:04}.lp", lines.len()));
         std::fs::write(&p, &body)?;
         lines.push(p);
