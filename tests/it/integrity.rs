@@ -42,18 +42,7 @@ fn yahoo_csv(n: usize, base: f64) -> String {
 }
 
 async fn closes(app: &TestApp, symbol: &str) -> Vec<f64> {
-    let v: serde_json::Value = app
-        .get(&format!(
-            "/api/v1/bars?symbols={symbol}&interval=1d&format=json"
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
-    v["series"][symbol]["close"]
-        .as_array()
-        .map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect())
-        .unwrap_or_default()
+    closes_of(app, symbol, "1d").await
 }
 
 async fn change_log(meta: &MetaDb) -> Vec<dms::store::meta::Change> {

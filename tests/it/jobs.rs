@@ -1,45 +1,11 @@
 //! Jobs, backfill and the sources API end to end: through `POST /api/v1/jobs` (against the fake
 //! OpenD) and through `dms backfill` (against the files drop folder).
 
-use std::time::{Duration, Instant};
-
 use crate::helpers::app::{DmsCommand, TestApp, spawn_app, spawn_app_with, stderr, stdout};
 use crate::helpers::fake_opend::{FakeKLine, FakeOpenD};
 
-async fn wait_job(app: &TestApp, id: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job: serde_json::Value = app
-            .get(&format!("/api/v1/jobs/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Submits a job (it must be accepted) and waits for it to finish: `(id, job)`.
 async fn run_job(app: &TestApp, body: &serde_json::Value) -> (u64, serde_json::Value) {
-    let r = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{body}");
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    (id, wait_job(app, id).await)
+    app.run_job(body).await
 }
 
 fn daily(date: &str, close: f64) -> FakeKLine {

@@ -2,7 +2,7 @@
 //! stored bar, the persisted universe, splits that re-fetch stored history, schedules, alerts
 //! raised by failing jobs, and requests refused before anything is created.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dms::domain::{Interval, TimeRange};
 
@@ -42,32 +42,7 @@ async fn submit(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
 
 /// Submits a job (it must be accepted) and waits for it to end.
 async fn run(app: &TestApp, body: serde_json::Value) -> serde_json::Value {
-    let r = submit(app, body.clone()).await;
-    assert_eq!(r.status(), 202, "{body}: {}", r.text().await.unwrap());
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    wait(app, id).await
-}
-
-async fn wait(app: &TestApp, id: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job: serde_json::Value = app
-            .get(&format!("/api/v1/jobs/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.run_job(&body).await.1
 }
 
 fn period1(r: &crate::helpers::mock_yahoo::Recorded) -> i64 {
@@ -369,7 +344,7 @@ async fn schedules_list_their_next_run_and_run_now_starts_their_job() {
     let id = r.json::<serde_json::Value>().await.unwrap()["id"]
         .as_u64()
         .unwrap();
-    let job = wait(&app, id).await;
+    let job = app.wait_job(id).await;
     assert_eq!(
         (job["task"].as_str(), job["status"].as_str()),
         (Some("update"), Some("succeeded")),

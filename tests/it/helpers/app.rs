@@ -30,6 +30,46 @@ impl TestApp {
             .await
             .expect("request")
     }
+
+    /// Polls a job until it has ended (60 s at most); returns it as the API shows it.
+    pub async fn wait_job(&self, id: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let job: serde_json::Value = self
+                .get(&format!("/api/v1/jobs/{id}"))
+                .await
+                .json()
+                .await
+                .expect("job json");
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} did not finish: {job}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submits a job (it must be accepted) and waits for it to end: `(id, job)`.
+    pub async fn run_job(&self, body: &serde_json::Value) -> (u64, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url("/api/v1/jobs"))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let answer: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, 202, "{body}: {answer}");
+        let id = answer["id"].as_u64().expect("job id");
+        (id, self.wait_job(id).await)
+    }
 }
 
 impl Drop for TestApp {
