@@ -58,6 +58,8 @@ pub struct SeriesList {
     pub series: Vec<SeriesInfo>,
     /// Series matching the filters, on every page.
     pub total: u64,
+    /// Bars in the series matching the filters, on every page.
+    pub total_bars: u64,
     /// The page shown; `null` when unpaged.
     pub page: Option<u64>,
     /// `null` when unpaged.
@@ -134,10 +136,11 @@ pub async fn series(
             stale: None,
         })
         .collect();
-    let (series, total) = listing.apply(series);
+    let (series, total, total_bars) = listing.apply(series);
     Ok(Json(SeriesList {
         series,
         total,
+        total_bars,
         page: listing.page.map(|(p, _)| p),
         page_size: listing.page.map(|(_, n)| n),
         cache: services.reader.cache().stats(),
@@ -222,8 +225,9 @@ impl Listing {
         })
     }
 
-    /// Filters, sorts and pages `series`; returns the page and the number of matches.
-    fn apply(&self, mut series: Vec<SeriesInfo>) -> (Vec<SeriesInfo>, u64) {
+    /// Filters, sorts and pages `series`; returns the page, the number of matches and their
+    /// bars.
+    fn apply(&self, mut series: Vec<SeriesInfo>) -> (Vec<SeriesInfo>, u64, u64) {
         series.retain(|s| {
             self.q
                 .as_deref()
@@ -231,6 +235,7 @@ impl Listing {
                 && self.stale.is_none_or(|want| s.stale == Some(want))
         });
         let total = series.len() as u64;
+        let total_bars = series.iter().map(|s| s.count).sum();
         let sort = self.sort;
         let tie = |a: &SeriesInfo, b: &SeriesInfo| {
             (&a.symbol, interval_rank(&a.interval)).cmp(&(&b.symbol, interval_rank(&b.interval)))
@@ -245,11 +250,11 @@ impl Listing {
                 .then_with(|| tie(a, b)),
         });
         let Some((page, size)) = self.page else {
-            return (series, total);
+            return (series, total, total_bars);
         };
         let skip = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
         let page = series.into_iter().skip(skip).take(size as usize).collect();
-        (page, total)
+        (page, total, total_bars)
     }
 }
 

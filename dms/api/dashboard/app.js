@@ -13,10 +13,9 @@
 
   const INTERVALS = ['1m', '2m', '5m', '15m', '30m', '1h', '1d', '1wk', '1mo'];
   const INTRADAY = new Set(['1m', '2m', '5m', '15m', '30m', '1h']);
-  const PAGE_SIZE = 50;
+  const PAGE_SIZE = 25;
   const MAX_CHART_BARS = 250000;
   const TOKEN_KEY = 'dms.token';
-  const SEL_KEY = 'dms.selected';
 
   // ---------------------------------------------------------------- DOM helpers
   const $ = (id) => document.getElementById(id);
@@ -53,13 +52,18 @@
   const cf = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });
   const num = (n) => (n == null ? '—' : nf.format(n));
   const compact = (n) => (n == null ? '—' : n < 10000 ? nf.format(n) : cf.format(n));
-  const day = (iso) => (iso ? iso.slice(0, 10) : '—');
-  function stamp(iso, interval) {
+  /** An RFC 3339 string, or epoch seconds (job params store times that way), as RFC 3339. */
+  const iso8601 = (v) => (typeof v === 'number' ? new Date(v * 1000).toISOString()
+    : typeof v === 'string' ? v : null);
+  const day = (v) => (iso8601(v) ? iso8601(v).slice(0, 10) : '—');
+  function stamp(v, interval) {
+    const iso = iso8601(v);
     if (!iso) return '—';
     if (interval && !INTRADAY.has(interval)) return iso.slice(0, 10);
     return iso.slice(0, 16).replace('T', ' ');
   }
-  function ago(iso, now = Date.now()) {
+  function ago(v, now = Date.now()) {
+    const iso = iso8601(v);
     if (!iso) return '—';
     const t = Date.parse(iso);
     if (Number.isNaN(t)) return '—';
@@ -229,6 +233,7 @@
   const state = {
     health: null,
     seriesTotal: null,
+    barsTotal: null,
     staleTotal: null,
     gaps: null,
     quality: null,
@@ -281,10 +286,12 @@
     const running = state.jobs.filter((j) => j.status === 'running' || j.status === 'queued');
     const gaps = state.gaps;
     const q = state.quality;
-    const seriesN = p.series != null ? p.series : state.seriesTotal;
+    // The table's own total is fresher than /health's (which reuses its counts for 30 s).
+    const seriesN = state.seriesTotal != null ? state.seriesTotal : p.series;
+    const bars = state.barsTotal != null ? state.barsTotal : p.bars;
     fill($('kpis'),
       kpi('Series', num(seriesN), p.kind ? `in the ${p.kind} primary` : ''),
-      kpi('Bars stored', compact(p.bars), p.bars != null ? `${num(p.bars)} bars` : ''),
+      kpi('Bars stored', compact(bars), bars != null ? `${num(bars)} bars` : ''),
       kpi('Stale', state.staleTotal == null ? '—' : num(state.staleTotal),
         state.staleTotal == null ? 'freshness not reported' : state.staleTotal ? 'older than the calendar expects' : 'all series current',
         state.staleTotal == null ? 'na' : state.staleTotal ? 'warn' : 'ok'),
@@ -333,12 +340,16 @@
     const rows = res.series || [];
     const total = res.total != null ? res.total : rows.length;
     table.total = total;
-    if (!table.q && !table.interval && !table.stale) state.seriesTotal = total;
-    renderSeries(rows, total);
+    if (!table.q && !table.interval && !table.stale) {
+      state.seriesTotal = total;
+      if (res.total_bars != null) state.barsTotal = res.total_bars;
+    }
+    renderSeries(rows, total, res);
     if (!state.selected && rows.length) select(rows[0].symbol, rows[0].interval, false);
   }
 
-  function renderSeries(rows, total) {
+  const barsOf = (res) => (res && res.total_bars != null ? ` · ${compact(res.total_bars)} bars` : '');
+  function renderSeries(rows, total, res) {
     const body = $('series-rows');
     if (!rows.length) {
       fill(body, h('tr', null, h('td', { colspan: 9 },
@@ -366,20 +377,21 @@
         },
         h('td', { class: 'sym' }, s.symbol),
         h('td', null, h('span', { class: 'chip' }, s.interval)),
-        h('td', { class: 'dim' }, stamp(s.first, s.interval)),
+        h('td', { class: 'dim hide-sm' }, stamp(s.first, s.interval)),
         h('td', { class: 'dim' }, stamp(s.last, s.interval)),
         h('td', { class: 'col-coverage' }, h('div', { class: 'coverage', title: `${day(s.first)} → ${day(s.last)}` },
           h('span', { class: s.stale ? 'stale' : '', style: { left: `${a}%`, width: `${Math.max(1.5, b - a)}%` } }))),
         h('td', { class: 'num' }, num(s.count)),
         h('td', { class: 'num' }, s.gaps == null ? h('span', { class: 'mut' }, '—') : s.gaps > 0 ? h('span', { class: 'gapcount' }, num(s.gaps)) : h('span', { class: 'mut' }, '0')),
-        h('td', { class: 'dim', title: s.last_update || '' }, s.last_update ? ago(s.last_update, now) : '—'),
+        h('td', { class: 'dim hide-sm', title: s.last_update || '' }, s.last_update ? ago(s.last_update, now) : '—'),
         h('td', null, fresh));
       }));
     }
     const from = total ? (table.page - 1) * PAGE_SIZE + 1 : 0;
     const to = Math.min(total, table.page * PAGE_SIZE);
     const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
-    setMeta('series-meta', `${num(total)} ${total === 1 ? 'series' : 'series'}${table.q || table.interval || table.stale ? ' match' : ''}`);
+    const filtered = table.q || table.interval || table.stale;
+    setMeta('series-meta', `${num(total)} series${filtered ? ' match' : ''}${barsOf(res)}`);
     fill($('series-pager'),
       h('span', null, total ? `${num(from)}–${num(to)} of ${num(total)}` : ''),
       h('div', { class: 'pager-btns' },
@@ -484,13 +496,13 @@
     const el = $('chart-legend');
     if (!sel) { fill(el); return; }
     const last = bar || (b && b.candles.length ? b.byTime.get(b.candles[b.candles.length - 1].time) : null);
-    const parts = [h('span', { class: 'sym' }, sel.symbol), h('span', { class: 'chip' }, sel.interval)];
+    const parts = [];
     if (last) {
       const prev = b.candles[last.i - 1];
       const chg = prev ? (last.c.close - prev.close) / prev.close * 100 : null;
       const dir = last.c.close >= last.c.open ? 'up' : 'down';
       parts.push(
-        h('span', null, h('span', { class: 'k' }, stamp(new Date(last.c.time * 1000).toISOString(), sel.interval))),
+        h('span', { class: 'when' }, stamp(new Date(last.c.time * 1000).toISOString(), sel.interval)),
         h('span', null, h('span', { class: 'k' }, 'O'), h('span', { class: dir }, price(last.c.open))),
         h('span', null, h('span', { class: 'k' }, 'H'), h('span', { class: dir }, price(last.c.high))),
         h('span', null, h('span', { class: 'k' }, 'L'), h('span', { class: dir }, price(last.c.low))),
@@ -512,7 +524,7 @@
 
   async function select(symbol, interval, userChose) {
     state.selected = { symbol, interval };
-    try { localStorage.setItem(SEL_KEY, JSON.stringify(state.selected)); } catch (_) { /* private mode */ }
+    writeHash();
     for (const tr of document.querySelectorAll('#series-rows tr')) {
       tr.classList.toggle('selected', tr.dataset.symbol === symbol && tr.dataset.interval === interval);
     }
@@ -596,7 +608,7 @@
 
   function wireChart() {
     for (const b of document.querySelectorAll('#chart-ranges button')) {
-      b.addEventListener('click', () => { chart.range = b.dataset.range; loadChart(); });
+      b.addEventListener('click', () => { chart.range = b.dataset.range; writeHash(); loadChart(); });
     }
     $('chart-interval').addEventListener('change', (ev) => {
       if (state.selected) select(state.selected.symbol, ev.target.value, true);
@@ -627,6 +639,10 @@
   }
 
   let prevStatus = new Map();
+  /** Jobs started from this page: their end is announced even if never seen running. */
+  const submitted = new Set();
+  /** The newest `finished_at` seen: a newer one means data changed, so panels reload. */
+  let finishedMark = null;
   async function loadJobs() {
     let res;
     try {
@@ -637,15 +653,19 @@
     }
     const jobs = res.jobs || [];
     state.jobs = jobs;
-    let finished = false;
+    const terminal = (st) => st !== 'running' && st !== 'queued';
     for (const j of jobs) {
       const was = prevStatus.get(j.id);
-      if (was && (was === 'running' || was === 'queued') && j.status !== was && j.status !== 'running') {
-        finished = true;
+      if (terminal(j.status) && (submitted.has(j.id) || (was && !terminal(was)))) {
+        submitted.delete(j.id);
         toast(`Job #${j.id} ${j.task} ${j.status}`, j.status === 'succeeded' ? 'ok' : 'bad');
       }
     }
     prevStatus = new Map(jobs.map((j) => [j.id, j.status]));
+    const newest = jobs.reduce((m, j) => (j.finished_at && (!m || j.finished_at > m) ? j.finished_at : m), null);
+    const finished = finishedMark !== null && newest !== null && newest > finishedMark;
+    if (newest !== null && (finishedMark === null || newest > finishedMark)) finishedMark = newest;
+    if (finishedMark === null) finishedMark = '';
     renderJobs(jobs);
     renderKpis();
     if (finished) { loadSeries(); loadGaps(); loadQuality(); loadHealth(); if (state.selected) loadChart(); }
@@ -738,6 +758,7 @@
   // ---------------------------------------------------------------- actions
   async function submitJob(spec) {
     const res = await api('/api/v1/jobs', { method: 'POST', body: spec });
+    submitted.add(res.id);
     toast(`Started job #${res.id} (${spec.task})`, 'ok');
     pollJobsSoon();
     return res;
@@ -907,7 +928,7 @@
       h('thead', null, h('tr', null, h('th', null, 'Schedule'), h('th', null, 'When'), h('th', null, 'Next'), h('th', null, 'Last'))),
       h('tbody', null, list.map((s) => h('tr', { class: s.last_job ? 'link' : '', onclick: s.last_job ? () => openLog(s.last_job) : null },
         h('td', null, h('b', null, s.name), ' ', h('span', { class: 'chip' }, s.task)),
-        h('td', { class: 'mono dim', title: s.timezone }, `${s.cron}`, h('span', { class: 'mut' }, ` ${s.timezone || ''}`)),
+        h('td', { title: s.timezone }, h('div', { class: 'mono dim' }, s.cron), h('div', { class: 'mut small' }, s.timezone || '')),
         h('td', { title: s.next_run || '' }, s.next_run ? ago(s.next_run) : '—'),
         h('td', { class: 'dim', title: s.last_run || '' }, s.last_run ? ago(s.last_run) : 'never', s.last_job ? h('span', { class: 'mut' }, ` #${s.last_job}`) : null))))));
   }
@@ -927,6 +948,23 @@
       state.staleTotal = null;
     }
     renderKpis();
+  }
+
+  // ---------------------------------------------------------------- the URL
+  // `#AAPL/1d/1Y`: the chosen series and range, so a view can be bookmarked or shared.
+  function writeHash() {
+    const sel = state.selected;
+    if (!sel) return;
+    const hash = `#${encodeURIComponent(sel.symbol)}/${sel.interval}${chart.range ? `/${chart.range}` : ''}`;
+    if (location.hash !== hash) history.replaceState(null, '', hash);
+  }
+  function readHash() {
+    const [sym, interval, range] = location.hash.slice(1).split('/');
+    if (!sym || !INTERVALS.includes(interval)) return;
+    let symbol;
+    try { symbol = decodeURIComponent(sym); } catch (_) { return; }
+    state.selected = { symbol, interval };
+    if (['1M', '6M', '1Y', '5Y', 'All'].includes(range)) chart.range = range;
   }
 
   // ---------------------------------------------------------------- polling
@@ -959,10 +997,7 @@
     wireSeriesTable();
     wireChart();
     wireActions();
-    try {
-      const saved = JSON.parse(localStorage.getItem(SEL_KEY) || 'null');
-      if (saved && saved.symbol && saved.interval) state.selected = saved;
-    } catch (_) { /* ignore */ }
+    readHash();
     renderKpis();
     every('health', 5000, loadHealth);
     every('series', 15000, loadSeries);
