@@ -182,6 +182,22 @@ mod tests {
     }
 
     #[test]
+    fn the_page_script_never_parses_text_as_html() {
+        // API text (symbols, messages) must reach the page as text nodes only.
+        let js = std::str::from_utf8(ASSETS[0].body).unwrap();
+        assert_eq!(ASSETS[0].name, "app.js");
+        for sink in [
+            ".innerHTML",
+            ".outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
+            assert!(!js.contains(sink), "app.js uses {sink}");
+        }
+    }
+
+    #[test]
     fn only_reads_of_the_page_and_its_assets_are_public() {
         assert!(is_public(&Method::GET, "/"));
         assert!(is_public(&Method::HEAD, "/assets/app.js"));

@@ -219,6 +219,21 @@ test('an action the server refuses shows its reason, not an error wall', async (
   assert.equal(await page.locator('#token-dialog[open]').count(), 0);
 });
 
+test('a job that fails shows as failed with its error', async () => {
+  await page.click('#btn-backfill');
+  await page.locator('#backfill-dialog').waitFor({ state: 'visible', ...WAIT });
+  await page.fill('#bf-symbols', 'NOFILE');
+  await page.fill('#bf-start', '2020-01-01');
+  await page.selectOption('#bf-source', 'files');
+  await page.click('#bf-submit');
+  await page.locator('#backfill-dialog').waitFor({ state: 'hidden', ...WAIT });
+  const failed = page.locator('#jobs-body [data-status="failed"]').first();
+  await failed.waitFor(WAIT);
+  assert.match(await failed.textContent(), /NOFILE/);
+  assert.match(await failed.locator('.job-err').textContent(), /1 error: .*NOFILE/);
+  await page.waitForFunction(() => /failed/.test(document.querySelector('#toasts').textContent), null, WAIT);
+});
+
 test('screenshots: wide light, wide dark and narrow', async () => {
   await page.click('#series-rows tr[data-symbol="AAPL"]');
   await page.click('#chart-ranges button[data-range="1Y"]');
