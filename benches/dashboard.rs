@@ -87,7 +87,7 @@ async fn run() {
         ),
         (
             "table: filtered and sorted",
-            "/api/v1/series?page=1&page_size=25&q=s12&sort=-count".into(),
+            "/api/v1/series?page=1&page_size=25&q=s012&sort=-count".into(),
         ),
         (
             "summary: stale count",

@@ -105,6 +105,7 @@
   /** After the user dismissed the token dialog: reads stop asking until a token is given. */
   let authDeclined = false;
   let tokenPrompt = null;
+  const NO_TOKEN_HELPS = /^host .* is not allowed|none is configured/;
 
   async function errorOf(r) {
     try {
@@ -132,7 +133,9 @@
       }
       if ((r.status === 401 || r.status === 403) && attempt < 3 && (mutating || !authDeclined)) {
         const e = await errorOf(r);
-        if (await askToken(r.status, e.message, mutating)) continue;
+        // Refusals no token can lift (a Host the server does not allow, no admin token
+        // configured) are shown, not asked about.
+        if (!NO_TOKEN_HELPS.test(e.message) && await askToken(r.status, e.message, mutating)) continue;
         throw new HttpError(r.status, e.code, e.message);
       }
       if (!r.ok) {
@@ -969,14 +972,15 @@
 
   // ---------------------------------------------------------------- polling
   const timers = {};
-  function every(name, ms, fn) {
+  /** Runs `fn` now (or after `delay` ms) and then every `ms` ms while the tab is visible. */
+  function every(name, ms, fn, delay = 0) {
     const run = async () => {
       if (!document.hidden) {
         try { await fn(); } catch (e) { console.warn(name, e); }
       }
-      timers[name] = setTimeout(run, typeof ms === 'function' ? ms() : ms);
+      timers[name] = setTimeout(run, ms);
     };
-    run();
+    timers[name] = setTimeout(run, delay);
   }
   let jobsActive = false;
   function pollJobsSoon() {
@@ -992,7 +996,7 @@
     if (state.selected) loadChart();
   }
 
-  function start() {
+  async function start() {
     wireTokenDialog();
     wireSeriesTable();
     wireChart();
@@ -1000,15 +1004,18 @@
     readHash();
     renderKpis();
     every('health', 5000, loadHealth);
-    every('series', 15000, loadSeries);
-    every('stale', 30000, loadStale);
-    every('gaps', 30000, loadGaps);
-    every('quality', 30000, loadQuality);
+    // The table and the chart first: on a big universe every listing costs the server a scan
+    // of all series, so the other panels start once the table is on screen.
+    if (state.selected) select(state.selected.symbol, state.selected.interval, false);
+    await loadSeries();
+    every('series', 15000, loadSeries, 15000);
+    pollJobsSoon();
     every('sources', 5000, loadSources);
     every('nodes', 5000, loadNodes);
+    every('quality', 30000, loadQuality);
+    every('gaps', 30000, loadGaps);
     every('schedules', 30000, loadSchedules);
-    pollJobsSoon();
-    if (state.selected) select(state.selected.symbol, state.selected.interval, false);
+    every('stale', 30000, loadStale, 300);
     document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshAll(); });
   }
 
