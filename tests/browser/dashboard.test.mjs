@@ -234,7 +234,7 @@ test('a job that fails shows as failed with its error', async () => {
   await page.waitForFunction(() => /failed/.test(document.querySelector('#toasts').textContent), null, WAIT);
 });
 
-test('screenshots: wide light, wide dark and narrow', async () => {
+test('screenshots: the whole page in light, the first screen in dark and on a phone', async () => {
   await page.click('#series-rows tr[data-symbol="AAPL"]');
   await page.click('#chart-ranges button[data-range="1Y"]');
   await page.waitForFunction(() => document.querySelector('#chart').dataset.series === 'AAPL 1d', null, WAIT);
@@ -244,11 +244,11 @@ test('screenshots: wide light, wide dark and narrow', async () => {
   await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.waitForTimeout(400);
-  await page.screenshot({ path: join(SHOTS, 'dashboard-dark.png'), fullPage: true });
+  await page.screenshot({ path: join(SHOTS, 'dashboard-dark.png') });
   await page.emulateMedia({ colorScheme: 'light' });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForTimeout(500);
-  await page.screenshot({ path: join(SHOTS, 'dashboard-narrow.png'), fullPage: true });
+  await page.screenshot({ path: join(SHOTS, 'dashboard-narrow.png') });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the narrow page scrolls sideways by ${overflow}px`);
 });
