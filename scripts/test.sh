@@ -26,3 +26,4 @@ cargo test "$@"
 
 echo "==> read API against a live dms serve (backtest example, pyarrow round trips, schemathesis)"
 ./scripts/read_api_check.sh target/debug/dms
+./scripts/dashboard_check.sh target/debug/dms

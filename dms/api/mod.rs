@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod bars;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod import;
@@ -122,6 +123,8 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::run))
         .routes(routes!(universe::list, universe::upsert))
         .routes(routes!(universe::show, universe::remove))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
 }
 
 /// The OpenAPI document of the routes [`router`] serves.
@@ -169,10 +172,12 @@ async fn http_metrics(req: Request, next: Next) -> Response {
 
 /// Bearer-token auth: when any token is configured, mutating requests need the admin token
 /// (with only a read token set, nothing may mutate); when the read token is set, reads need it
-/// or the admin token. `/health` is always open. No token → 401, a token that is not accepted
-/// → 403. Comparisons are constant-time.
+/// or the admin token. `/health` is always open, and so are reads of the dashboard page and
+/// its assets ([`dashboard::is_public`]: they hold no data; the page asks for a token when the
+/// API it calls answers 401 or 403). No token → 401, a token that is not accepted → 403.
+/// Comparisons are constant-time.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/health" {
+    if req.uri().path() == "/health" || dashboard::is_public(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let (admin, read) = (&state.inner.admin_token, &state.inner.read_token);

@@ -4,6 +4,7 @@
 mod alerts;
 mod api_read;
 mod cli;
+mod dashboard;
 mod futu;
 mod helpers;
 mod influx;
