@@ -9,6 +9,7 @@ mod helpers;
 mod influx;
 mod integrity;
 mod jobs;
+mod quality;
 mod read_cache;
 mod roundtrip;
 mod schedule;
