@@ -2,7 +2,8 @@
 //! [`Writer`].
 //!
 //! For a batch of raw bars of one series, [`Writer::ingest`] validates them
-//! ([`crate::validate`]), quarantines the rejections in the metadata db and writes the rest.
+//! ([`crate::validate`]), quarantines the rejections in the metadata db, writes the rest and,
+//! once they are written, records the flagged ones among them (stored but suspicious).
 //! Every change — [`Writer::write`] (a validated batch), [`Writer::delete`] (a range),
 //! [`Writer::write_actions`] (corporate actions) — then runs the same protocol:
 //! 1. reserve a change-log sequence number (state `pending`);
@@ -28,7 +29,7 @@ use crate::spool::{Spool, SpoolError, Spooled};
 use crate::store::meta::{ChangeKind, ChangeTarget, MetaDb, MetaError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{labels, metrics};
-use crate::validate::{self, Context, Rejection, ValidatedBatch};
+use crate::validate::{self, Context, Flag, Rejection, ValidatedBatch};
 
 /// Told about every range whose bars changed (or may have changed), before the change is
 /// acknowledged.
@@ -71,6 +72,8 @@ pub struct IngestReport {
     pub rejected: u64,
     /// Bars the primary could not take, kept in the spool until it can.
     pub spooled: u64,
+    /// Flags recorded on written bars (a bar can carry more than one).
+    pub flagged: u64,
     /// The change-log sequence number of the write, when there was one.
     pub seq: Option<u64>,
     /// Time spent validating (stage timing of backfills).
@@ -83,6 +86,7 @@ impl std::ops::AddAssign for IngestReport {
         self.written += o.written;
         self.rejected += o.rejected;
         self.spooled += o.spooled;
+        self.flagged += o.flagged;
         self.seq = o.seq.or(self.seq);
         self.validate_time += o.validate_time;
     }
@@ -234,7 +238,7 @@ impl Writer {
             .push(l);
     }
 
-    /// Validates, quarantines rejections and writes the rest.
+    /// Validates, quarantines rejections, writes the rest and records its flags.
     pub async fn ingest(
         &self,
         series: &SeriesKey,
@@ -258,8 +262,24 @@ impl Writer {
                 }
                 Applied::Spooled { count } => report.spooled = count,
             }
+            // After the write (or the spool): a flag names a stored bar, and a retried batch is
+            // flagged once.
+            report.flagged = self.record_flags(&validated.flags).await?;
         }
         Ok(report)
+    }
+
+    /// Records flagged (stored) bars in the quality table and counts them.
+    async fn record_flags(&self, flags: &[Flag]) -> Result<u64, WriteError> {
+        for f in flags {
+            metrics()
+                .bars_flagged
+                .get_or_create(&labels([("rule", f.rule)]))
+                .inc();
+            tracing::debug!(symbol = %f.series.symbol, interval = %f.series.interval, ts = f.bar.ts, rule = f.rule, reason = %f.reason, "bar flagged");
+        }
+        self.meta.flag(flags).await?;
+        Ok(flags.len() as u64)
     }
 
     /// Records rejected bars in quarantine and counts them.
@@ -577,6 +597,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((report.written, report.rejected), (2, 1));
+        assert_eq!(report.flagged, 1, "3.0 two days after 1.0 is a jump");
         assert_eq!(store.read(&key, TimeRange::ALL).await.unwrap().len(), 2);
         let changes = meta.changes_since(0, 10).await.unwrap();
         assert_eq!(changes[0].kind, ChangeKind::Bars);
@@ -586,9 +607,13 @@ mod tests {
             (day, day + 2 * 86_400 + 1, 2)
         );
         assert_eq!(rec.0.lock().unwrap().len(), 1);
+        let quality = meta.quality(None, None, 10).await.unwrap();
         assert_eq!(
-            meta.quality(None, None, 10).await.unwrap()[0].rule,
-            "non_positive_price"
+            quality
+                .iter()
+                .map(|q| (q.kind.as_str(), q.rule.as_str()))
+                .collect::<Vec<_>>(),
+            [("flagged", "jump"), ("rejected", "non_positive_price")]
         );
 
         let removed = writer

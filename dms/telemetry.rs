@@ -31,6 +31,8 @@ pub struct Metrics {
     pub bars_written: Family<Labels, Counter>,
     /// `rule`.
     pub bars_rejected: Family<Labels, Counter>,
+    /// `rule`: bars stored but flagged as suspicious by validation.
+    pub bars_flagged: Family<Labels, Counter>,
     /// `source`, `outcome` (ok, rate_limited, client_error, server_error, timeout, parse_error).
     pub fetch_requests: Family<Labels, Counter>,
     /// `source`: seconds spent waiting on the rate limiter.
@@ -64,6 +66,7 @@ impl Metrics {
         let m = Metrics {
             bars_written: Family::default(),
             bars_rejected: Family::default(),
+            bars_flagged: Family::default(),
             fetch_requests: Family::default(),
             fetch_wait_seconds: Family::default(),
             source_paused: Family::default(),
@@ -91,6 +94,11 @@ impl Metrics {
             "dms_bars_rejected",
             "Bars rejected by validation, by rule",
             m.bars_rejected.clone(),
+        );
+        registry.register(
+            "dms_bars_flagged",
+            "Bars stored but flagged by validation, by rule",
+            m.bars_flagged.clone(),
         );
         registry.register(
             "dms_fetch_requests",
@@ -239,10 +247,14 @@ mod tests {
             .get_or_create(&labels([("store", "primary"), ("interval", "1d")]))
             .inc();
         m.cache_hits.inc();
+        m.bars_flagged
+            .get_or_create(&labels([("rule", "jump")]))
+            .inc();
         let text = m.render();
         for name in [
             "dms_bars_written_total{store=\"primary\",interval=\"1d\"}",
             "dms_cache_hits_total",
+            "dms_bars_flagged_total{rule=\"jump\"}",
             "dms_spool_bars",
             "dms_cache_bytes",
         ] {

@@ -1,4 +1,5 @@
-//! `GET /api/v1/quality`: quarantined bars with the rule and reason.
+//! `GET /api/v1/quality`: what validation found — rejected bars (quarantined, not stored) and
+//! flagged bars (stored, suspicious) — with the kind, rule and reason.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -7,6 +8,7 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, parse_interval, parse_symbols};
 use crate::domain::time;
+use crate::store::meta::QualityKind;
 
 /// Most records one request returns.
 pub const MAX_QUALITY_LIMIT: usize = 10_000;
@@ -23,6 +25,10 @@ pub struct QualityParams {
     /// Only this interval.
     #[param(pattern = r"^(1m|2m|5m|15m|30m|1h|1d|1wk|1mo)$")]
     pub interval: Option<String>,
+    /// Only rejections (`rejected`: quarantined, not stored) or only flags (`flagged`: stored,
+    /// suspicious).
+    #[param(pattern = "^(rejected|flagged)$", example = "flagged")]
+    pub kind: Option<String>,
     /// Most records to return, newest first (default 1000, at most 10000).
     #[param(pattern = "^[0-9]{1,5}$", example = "100")]
     pub limit: Option<String>,
@@ -33,33 +39,40 @@ pub struct QualityList {
     pub quality: Vec<QualityItem>,
 }
 
-/// A quarantined bar.
+/// A rejected or a flagged bar.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct QualityItem {
     pub id: u64,
+    /// `rejected`: quarantined, not stored. `flagged`: stored, and readable through
+    /// `/api/v1/bars`, but suspicious.
+    #[schema(example = "flagged")]
+    pub kind: String,
     pub symbol: String,
     pub interval: String,
     /// The bar's timestamp, RFC 3339.
     pub ts: String,
-    /// The validation rule that refused it (`non_positive_price`, `high_below_open_close`, ...).
+    /// The validation rule: for rejections `non_finite`, `non_positive_price`,
+    /// `high_below_open_close`, `low_above_open_close`, `negative_volume`, `ts_out_of_range`,
+    /// `off_grid`, `future`, `closed_day`, `outside_session`, `incomplete`; for flags `jump`,
+    /// `unit_error`, `zero_volume`.
     pub rule: String,
     pub reason: String,
     /// The bar as received.
     #[schema(value_type = Object)]
     pub bar: serde_json::Value,
     pub source: String,
-    /// When it was quarantined, RFC 3339.
+    /// When it was recorded, RFC 3339.
     pub created_at: String,
 }
 
-/// Quarantined bars, newest first.
+/// Rejected and flagged bars, newest first.
 #[utoipa::path(
     get,
     path = "/api/v1/quality",
     tag = "read",
     params(QualityParams),
     responses(
-        (status = 200, description = "Quarantined bars", body = QualityList),
+        (status = 200, description = "Rejected and flagged bars", body = QualityList),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
         (status = 403, description = "The token is not accepted", body = ErrorBody),
@@ -77,6 +90,15 @@ pub async fn quality(
         .as_deref()
         .map(|i| parse_interval(Some(i)))
         .transpose()?;
+    let kind = params
+        .kind
+        .as_deref()
+        .map(|k| {
+            QualityKind::parse(k).ok_or_else(|| {
+                ApiError::InvalidArgument(format!("kind: expected rejected or flagged, got {k:?}"))
+            })
+        })
+        .transpose()?;
     let limit = match params.limit.as_deref() {
         None => 1000,
         Some(l) => l
@@ -92,13 +114,14 @@ pub async fn quality(
     let records = state
         .services()
         .meta
-        .quality(symbols, interval, limit)
+        .quality_of(symbols, interval, kind, limit)
         .await?;
     Ok(Json(QualityList {
         quality: records
             .into_iter()
             .map(|r| QualityItem {
                 id: r.id,
+                kind: r.kind.as_str().to_string(),
                 symbol: r.symbol.to_string(),
                 interval: r.interval.to_string(),
                 ts: time::rfc3339(r.ts),

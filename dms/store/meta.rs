@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Interval, SeriesKey, Symbol, TimeRange, time};
-use crate::validate::Rejection;
+use crate::validate::{Flag, Rejection};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -126,6 +126,12 @@ CREATE TABLE schedule_runs (
     at      INTEGER NOT NULL,
     job_id  INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- Quality records are rejections (quarantined, not stored) or flags (stored, suspicious).
+ALTER TABLE quality ADD COLUMN kind TEXT NOT NULL DEFAULT 'rejected'
+    CHECK (kind IN ('rejected', 'flagged'));
+CREATE INDEX quality_by_kind ON quality (kind, id);
 "#,
 ];
 
@@ -234,10 +240,11 @@ fn default_intervals() -> Vec<Interval> {
     vec![Interval::D1]
 }
 
-/// A quarantined bar.
+/// A quarantined (rejected) or flagged bar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QualityRecord {
     pub id: u64,
+    pub kind: QualityKind,
     pub symbol: Symbol,
     pub interval: Interval,
     pub ts: i64,
@@ -502,23 +509,9 @@ impl MetaDb {
         if rejections.is_empty() {
             return Ok(());
         }
-        let rows: Vec<_> = rejections
+        let rows: Vec<QualityRow> = rejections
             .iter()
-            .map(|r| {
-                let bar = serde_json::json!({
-                    "open": r.bar.open, "high": r.bar.high, "low": r.bar.low, "close": r.bar.close,
-                    "volume": r.bar.volume, "adj_close": r.bar.adj_close,
-                });
-                (
-                    r.series.symbol.to_string(),
-                    r.series.interval.as_str(),
-                    r.bar.ts,
-                    r.rule,
-                    r.reason.clone(),
-                    bar.to_string(),
-                    r.bar.source.as_str(),
-                )
-            })
+            .map(|r| quality_row(&r.series, &r.bar, r.rule, &r.reason))
             .collect();
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -538,46 +531,15 @@ impl MetaDb {
         .await
     }
 
-    /// Quarantined bars, optionally of some symbols and one interval, newest first.
+    /// Quality records (rejections and flags), optionally of some symbols and one interval,
+    /// newest first; [`MetaDb::quality_of`] filters by kind too.
     pub async fn quality(
         &self,
         symbols: Option<Vec<Symbol>>,
         interval: Option<Interval>,
         limit: usize,
     ) -> Result<Vec<QualityRecord>, MetaError> {
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, symbol, interval, ts, rule, reason, bar, source, created_at FROM quality
-                 WHERE (?1 IS NULL OR interval = ?1) ORDER BY id DESC",
-            )?;
-            let mut rows = stmt.query(params![interval.map(|i| i.as_str())])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let symbol = Symbol::opaque(r.get_ref(1)?.as_str()?);
-                if symbols.as_ref().is_some_and(|s| !s.contains(&symbol)) {
-                    continue;
-                }
-                let Ok(interval) = r.get_ref(2)?.as_str()?.parse() else {
-                    continue;
-                };
-                out.push(QualityRecord {
-                    id: r.get::<_, i64>(0)? as u64,
-                    symbol,
-                    interval,
-                    ts: r.get(3)?,
-                    rule: r.get(4)?,
-                    reason: r.get(5)?,
-                    bar: serde_json::from_str(r.get_ref(6)?.as_str()?)?,
-                    source: r.get(7)?,
-                    created_at: r.get(8)?,
-                });
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.quality_of(symbols, interval, None, limit).await
     }
 
     // ----- confirmed-empty sessions -----
@@ -863,6 +825,146 @@ fn job_row(r: &rusqlite::Row<'_>) -> Result<JobRecord, MetaError> {
     })
 }
 
+// ----- quality: rejections and flags (validation) -----
+
+/// What a quality record says of its bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityKind {
+    /// Broke a reject rule: quarantined, not stored.
+    Rejected,
+    /// Tripped a flag rule: stored, and recorded here.
+    Flagged,
+}
+
+impl QualityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityKind::Rejected => "rejected",
+            QualityKind::Flagged => "flagged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QualityKind> {
+        [QualityKind::Rejected, QualityKind::Flagged]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One row for the `quality` table.
+type QualityRow = (
+    String,
+    &'static str,
+    i64,
+    &'static str,
+    String,
+    String,
+    &'static str,
+);
+
+fn quality_row(
+    series: &SeriesKey,
+    bar: &crate::domain::Bar,
+    rule: &'static str,
+    reason: &str,
+) -> QualityRow {
+    let values = serde_json::json!({
+        "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
+        "volume": bar.volume, "adj_close": bar.adj_close,
+    });
+    (
+        series.symbol.to_string(),
+        series.interval.as_str(),
+        bar.ts,
+        rule,
+        reason.to_string(),
+        values.to_string(),
+        bar.source.as_str(),
+    )
+}
+
+impl MetaDb {
+    /// Records flagged bars (stored, suspicious) as `kind = 'flagged'`.
+    pub async fn flag(&self, flags: &[Flag]) -> Result<(), MetaError> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<QualityRow> = flags
+            .iter()
+            .map(|f| quality_row(&f.series, &f.bar, f.rule, &f.reason))
+            .collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO quality (kind, symbol, interval, ts, rule, reason, bar, source, created_at)
+                     VALUES ('flagged', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let t = now();
+                for (symbol, interval, ts, rule, reason, bar, source) in rows {
+                    stmt.execute(params![symbol, interval, ts, rule, reason, bar, source, t])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Quality records, optionally of some symbols, one interval and one kind, newest first.
+    pub async fn quality_of(
+        &self,
+        symbols: Option<Vec<Symbol>>,
+        interval: Option<Interval>,
+        kind: Option<QualityKind>,
+        limit: usize,
+    ) -> Result<Vec<QualityRecord>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, symbol, interval, ts, rule, reason, bar, source, created_at, kind
+                 FROM quality
+                 WHERE (?1 IS NULL OR interval = ?1) AND (?2 IS NULL OR kind = ?2)
+                 ORDER BY id DESC",
+            )?;
+            let mut rows = stmt.query(params![
+                interval.map(|i| i.as_str()),
+                kind.map(|k| k.as_str())
+            ])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let symbol = Symbol::opaque(r.get_ref(1)?.as_str()?);
+                if symbols.as_ref().is_some_and(|s| !s.contains(&symbol)) {
+                    continue;
+                }
+                let Ok(interval) = r.get_ref(2)?.as_str()?.parse() else {
+                    continue;
+                };
+                let Some(kind) = QualityKind::parse(r.get_ref(9)?.as_str()?) else {
+                    continue;
+                };
+                out.push(QualityRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    kind,
+                    symbol,
+                    interval,
+                    ts: r.get(3)?,
+                    rule: r.get(4)?,
+                    reason: r.get(5)?,
+                    bar: serde_json::from_str(r.get_ref(6)?.as_str()?)?,
+                    source: r.get(7)?,
+                    created_at: r.get(8)?,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -1115,5 +1217,94 @@ mod tests {
         db.record_empty_session(&key(), d, "yahoo").await.unwrap();
         db.record_empty_session(&key(), d, "yahoo").await.unwrap();
         assert_eq!(db.empty_sessions(&key()).await.unwrap(), vec![d]);
+    }
+    #[tokio::test]
+    async fn flags_and_rejections_share_the_quality_table_by_kind() {
+        let (_d, db) = db();
+        let bar = crate::domain::Bar {
+            ts: 1_704_153_600,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 0.0,
+            adj_close: None,
+            source: crate::domain::SourceKind::Yahoo,
+        };
+        db.quarantine(&[Rejection {
+            series: key(),
+            bar,
+            rule: "closed_day",
+            reason: "2024-01-01 is not a US session (New Year's Day)".into(),
+        }])
+        .await
+        .unwrap();
+        db.flag(&[Flag {
+            series: key(),
+            bar,
+            rule: "zero_volume",
+            reason: "volume 0".into(),
+        }])
+        .await
+        .unwrap();
+        let all = db.quality(None, None, 10).await.unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.kind, r.rule.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (QualityKind::Flagged, "zero_volume"),
+                (QualityKind::Rejected, "closed_day")
+            ]
+        );
+        assert_eq!(all[0].source, "yahoo");
+        assert_eq!(all[0].bar["volume"], 0.0);
+        let flagged = db
+            .quality_of(None, None, Some(QualityKind::Flagged), 10)
+            .await
+            .unwrap();
+        assert_eq!(flagged.len(), 1);
+        assert_eq!(flagged[0].rule, "zero_volume");
+        let rejected = db
+            .quality_of(
+                Some(vec![key().symbol]),
+                Some(Interval::D1),
+                Some(QualityKind::Rejected),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].rule, "closed_day");
+    }
+
+    #[tokio::test]
+    async fn quality_records_from_before_the_kind_column_read_as_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            // A database migrated up to the version before `kind`, holding one rejection.
+            let mut c = Connection::open(&path).unwrap();
+            let before = MIGRATIONS.len() - 1;
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(before) {
+                let tx = c.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            c.execute(
+                "INSERT INTO quality (symbol, interval, ts, rule, reason, bar, source, created_at)
+                 VALUES ('AAPL', '1d', 0, 'non_finite', 'close is NaN', '{}', 'files', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = MetaDb::open(&path).unwrap();
+        let q = db.quality(None, None, 10).await.unwrap();
+        assert_eq!(
+            (q[0].kind, q[0].rule.as_str()),
+            (QualityKind::Rejected, "non_finite")
+        );
     }
 }

@@ -1,12 +1,54 @@
 //! Validation: the only way to build a [`ValidatedBatch`], the only thing a store accepts.
 //!
-//! `validate` checks every bar against the value rules of [`Bar::check`] and the time rules of
-//! DESIGN §5 (on the interval grid, not in the future, not the still-forming bar of an open
-//! session), sorts the survivors by time and keeps the last of duplicate timestamps (a later
-//! write of the same `(series, ts)` replaces the earlier one). Rejected bars are returned with
-//! their rule and reason so that the caller can quarantine them: nothing is silently dropped.
+//! # Layout
+//! - `rules.rs`: the rules of DESIGN §5, one small function each, and the vendor decisions
+//!   behind the calendar rules; [`RULES`] lists them.
+//! - `place.rs`: where a bar falls in its market's calendar, looked up once per session.
+//! - this file: [`validate`], which runs the rules over a batch, and [`Context`].
+//!
+//! # What `validate` does
+//! It sorts the bars by time (they usually arrive sorted: that costs one pass), then runs the
+//! **reject** rules on each bar in this order — `ts_out_of_range`, the value rules of
+//! [`Bar::check`], `off_grid`, `future`, then, when the market is known, `closed_day`,
+//! `outside_session` and the session grid (`off_grid`), and last `incomplete` (the still-forming
+//! bar of an open session). A rejected bar is returned with its rule and reason for quarantine:
+//! nothing is silently dropped. Of the survivors it keeps the last of duplicate timestamps (a
+//! later write of the same `(series, ts)` replaces the earlier one), in place, without a second
+//! buffer. Then the **flag** rules look at each kept bar and the one before it — `unit_error` or
+//! `jump` (with no split between them), and `zero_volume` — and the flagged bars stay in the
+//! batch, with a [`Flag`] each.
+//!
+//! # Without a market
+//! `Context::new(now, None)` has no calendar: `closed_day`, `outside_session` and the session
+//! grid do not apply (a bar on a Sunday is accepted), daily bars are final once their UTC date
+//! has passed, and `zero_volume` does not flag (it cannot know whether the market trades).
+//!
+//! # Neighbours of the flag rules
+//! Within a batch a bar is compared with the kept bar before it. The first bar of a batch is
+//! compared with [`Context::previous`] when the caller passes the last stored bar before the
+//! batch, and with nothing otherwise. Limits, by design of a per-batch check: a batch that
+//! fills a gap is not compared with the stored bar *after* it, and bars written later (an older
+//! backfill) never re-judge a stored flag. A bar that returns to the level before a flagged bar
+//! is not flagged again (the end of a spike is not a second anomaly); a level shift that
+//! persists is flagged once, at its first bar.
+//!
+//! # Cost
+//! The happy path allocates nothing per bar and asks the calendar once per session for
+//! intraday bars and once per date (a table lookup) for daily bars; the still-forming check of
+//! daily bars looks at a session only for the newest two days. BENCHMARKS.md, "Validation".
 
-use crate::domain::{Bar, Interval, Market, SeriesKey, TimeRange, time};
+#[cfg(test)]
+mod calendar_tests;
+mod place;
+pub mod rules;
+
+pub use rules::{Finding, RULES, Rule, RuleKind, TS_MAX, TS_MIN};
+
+use self::place::Cursor;
+use self::rules::Splits;
+use crate::domain::{
+    ActionKind, Bar, Calendar, CorporateAction, Interval, Market, SeriesKey, TimeRange,
+};
 
 /// Bars of one series that passed validation: sorted by `ts`, unique `ts`, non-empty.
 /// Fields are private: only [`validate`] (and the store-to-store copy path, which reads bars that
@@ -53,7 +95,7 @@ impl From<&ValidatedBatch> for ValidatedBatch {
     }
 }
 
-/// One bar that failed a rule, kept for quarantine.
+/// One bar that failed a reject rule, kept for quarantine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
     pub series: SeriesKey,
@@ -62,61 +104,225 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// What validation needs to know beyond the bars: the clock and the market (for the session
-/// date of daily bars and the close of the current session).
-#[derive(Debug, Clone, Copy)]
+/// One stored bar that a flag rule found suspicious (`jump`, `unit_error`, `zero_volume`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flag {
+    pub series: SeriesKey,
+    pub bar: Bar,
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+/// What validation needs to know beyond the bars: the clock, the market's calendar, and for the
+/// flag rules the symbol's split dates and the last stored bar.
+#[derive(Debug, Clone)]
 pub struct Context {
     /// UTC epoch seconds; bars after this are in the future.
     pub now: i64,
-    /// `None` when the market is unknown: daily bars are then final only once their UTC date
-    /// has passed.
-    pub market: Option<Market>,
+    /// `None` when the market is unknown: no calendar rules (see the module doc).
+    calendar: Option<Calendar>,
+    /// Split ex-dates of the symbol (00:00 UTC of the exchange-local date), sorted, unique.
+    splits: Vec<i64>,
+    /// The last stored bar before the batch, the neighbour of its first bar for the flag rules.
+    /// Ignored unless it is older than the batch's first bar.
+    pub previous: Option<Bar>,
 }
 
 impl Context {
+    /// With the market's published calendar ([`Calendar::standard`]), or none.
     pub fn new(now: i64, market: Option<Market>) -> Context {
-        Context { now, market }
+        Context {
+            now,
+            calendar: market.map(|m| Calendar::standard(m).clone()),
+            splits: Vec::new(),
+            previous: None,
+        }
+    }
+
+    /// With a calendar as configured (closures and half days from the `calendars:` section).
+    pub fn with_calendar(now: i64, calendar: Calendar) -> Context {
+        Context {
+            now,
+            calendar: Some(calendar),
+            splits: Vec::new(),
+            previous: None,
+        }
+    }
+
+    /// Adds split ex-dates (00:00 UTC, as [`CorporateAction::ts`]).
+    pub fn with_splits(mut self, splits: impl IntoIterator<Item = i64>) -> Context {
+        self.splits.extend(splits);
+        self.splits.sort_unstable();
+        self.splits.dedup();
+        self
+    }
+
+    /// Adds the splits among `actions` (a page's actions, or those stored for the symbol).
+    pub fn with_actions(self, actions: &[CorporateAction]) -> Context {
+        self.with_splits(
+            actions
+                .iter()
+                .filter(|a| a.kind == ActionKind::Split)
+                .map(|a| a.ts),
+        )
+    }
+
+    /// Sets the last stored bar before the batch.
+    pub fn with_previous(mut self, previous: Option<Bar>) -> Context {
+        self.previous = previous;
+        self
+    }
+
+    pub fn market(&self) -> Option<Market> {
+        self.calendar.as_ref().map(Calendar::market)
+    }
+
+    pub fn calendar(&self) -> Option<&Calendar> {
+        self.calendar.as_ref()
+    }
+
+    pub fn splits(&self) -> &[i64] {
+        &self.splits
     }
 }
 
-/// The outcome: a batch (absent when every bar was rejected or none was given) and rejections.
+/// The outcome: a batch (absent when every bar was rejected or none was given), rejections and
+/// flags (bars of the batch), both in time order.
 #[derive(Debug, Default)]
 pub struct Validated {
     pub batch: Option<ValidatedBatch>,
     pub rejections: Vec<Rejection>,
+    pub flags: Vec<Flag>,
 }
 
 /// Validates bars of one series.
-pub fn validate(series: &SeriesKey, bars: Vec<Bar>, ctx: &Context) -> Validated {
-    let mut ok = Vec::with_capacity(bars.len());
+pub fn validate(series: &SeriesKey, mut bars: Vec<Bar>, ctx: &Context) -> Validated {
+    if !bars.is_sorted_by_key(|b| b.ts) {
+        // Stable: of equal timestamps the last given stays last, and is kept.
+        bars.sort_by_key(|b| b.ts);
+    }
+    let mut checker = Checker::new(series.interval, ctx);
     let mut rejections = Vec::new();
-    for bar in bars {
-        match check_bar(series.interval, &bar, ctx) {
-            Ok(()) => ok.push(bar),
-            Err((rule, reason)) => rejections.push(Rejection {
+    let mut kept = 0;
+    for i in 0..bars.len() {
+        let bar = bars[i];
+        match checker.check(&bar) {
+            Ok(()) if kept > 0 && bars[kept - 1].ts == bar.ts => bars[kept - 1] = bar,
+            Ok(()) => {
+                bars[kept] = bar;
+                kept += 1;
+            }
+            Err(f) => rejections.push(Rejection {
                 series: series.clone(),
                 bar,
-                rule,
-                reason,
+                rule: f.rule,
+                reason: f.reason,
             }),
         }
     }
-    // Stable sort, then keep the last of each run of equal timestamps.
-    ok.sort_by_key(|b| b.ts);
-    let mut unique: Vec<Bar> = Vec::with_capacity(ok.len());
-    for bar in ok {
-        match unique.last_mut() {
-            Some(last) if last.ts == bar.ts => *last = bar,
-            _ => unique.push(bar),
-        }
-    }
+    bars.truncate(kept);
+    let flags = flag(series, &bars, ctx);
     Validated {
-        batch: (!unique.is_empty()).then(|| ValidatedBatch {
+        batch: (!bars.is_empty()).then(|| ValidatedBatch {
             series: series.clone(),
-            bars: unique,
+            bars,
         }),
         rejections,
+        flags,
     }
+}
+
+/// Runs the reject rules on one bar at a time, keeping the calendar position between bars.
+struct Checker<'a> {
+    interval: Interval,
+    now: i64,
+    calendar: Option<&'a Calendar>,
+    /// For intraday bars with a calendar.
+    cursor: Option<Cursor<'a>>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(interval: Interval, ctx: &'a Context) -> Checker<'a> {
+        let calendar = ctx.calendar.as_ref();
+        Checker {
+            interval,
+            now: ctx.now,
+            calendar,
+            cursor: calendar.filter(|_| interval.is_intraday()).map(Cursor::new),
+        }
+    }
+
+    fn check(&mut self, bar: &Bar) -> rules::Verdict {
+        let (interval, ts, now) = (self.interval, bar.ts, self.now);
+        rules::ts_out_of_range(ts)?;
+        rules::values(bar)?;
+        rules::off_grid(interval, ts)?;
+        rules::future(ts, now)?;
+        let final_at = match (self.calendar, self.cursor.as_mut()) {
+            (Some(cal), Some(cursor)) => {
+                let place = cursor.place(ts);
+                let market = cal.market();
+                let tz = cal.timezone();
+                rules::closed_day(market, place.closed())?;
+                rules::outside_session(ts, &place, tz)?;
+                rules::off_session_grid(interval, ts, &place, tz)?;
+                place.bar_end(ts, interval.nominal_secs())
+            }
+            (Some(cal), None) => {
+                rules::closed_day(cal.market(), place::closed_period(cal, interval, ts))?;
+                if place::surely_final(interval, ts, now) {
+                    return Ok(());
+                }
+                place::period_final_at(cal, interval, ts)
+            }
+            (None, _) => rules::final_without_calendar(interval, ts),
+        };
+        rules::incomplete(interval, ts, final_at, now)
+    }
+}
+
+/// Runs the flag rules over the kept bars (sorted, unique).
+fn flag(series: &SeriesKey, bars: &[Bar], ctx: &Context) -> Vec<Flag> {
+    let interval = series.interval;
+    let splits = Splits(&ctx.splits);
+    let expects_volume = rules::expects_volume(ctx.market(), &series.symbol);
+    let mut flags = Vec::new();
+    let mut prev = ctx
+        .previous
+        .filter(|p| bars.first().is_some_and(|b| p.ts < b.ts));
+    // The bar before the last price-flagged one, while the previous bar is that flagged bar.
+    let mut before_spike: Option<Bar> = None;
+    for bar in bars {
+        let mut push = |f: Finding| {
+            flags.push(Flag {
+                series: series.clone(),
+                bar: *bar,
+                rule: f.rule,
+                reason: f.reason,
+            })
+        };
+        let mut spiked = None;
+        if let Some(p) = &prev {
+            let back = before_spike.is_some_and(|b| {
+                rules::unit_error(interval, &b, bar, splits).is_ok()
+                    && rules::jump(interval, &b, bar, splits).is_ok()
+            });
+            if !back {
+                let price = rules::unit_error(interval, p, bar, splits)
+                    .and_then(|()| rules::jump(interval, p, bar, splits));
+                if let Err(f) = price {
+                    push(f);
+                    spiked = Some(*p);
+                }
+            }
+        }
+        if let Err(f) = rules::zero_volume(interval, expects_volume, bar) {
+            push(f);
+        }
+        before_spike = spiked;
+        prev = Some(*bar);
+    }
+    flags
 }
 
 /// Re-wraps bars read back from a store (they were validated when first written) so that they
@@ -132,73 +338,10 @@ pub fn revalidated_from_store(series: &SeriesKey, mut bars: Vec<Bar>) -> Option<
     })
 }
 
-/// The span of instants a bar may have: 1900-01-01 to 2100-01-01 (exclusive). Outside it a
-/// timestamp is a unit or sign error (milliseconds read as seconds, a sentinel), and the
-/// arithmetic of chunks and calendars need not consider it.
-pub const TS_MIN: i64 = -2_208_988_800;
-pub const TS_MAX: i64 = 4_102_444_800;
-
-fn check_bar(interval: Interval, bar: &Bar, ctx: &Context) -> Result<(), (&'static str, String)> {
-    if !(TS_MIN..TS_MAX).contains(&bar.ts) {
-        return Err((
-            "ts_out_of_range",
-            format!("timestamp {} is outside 1900-01-01..2100-01-01", bar.ts),
-        ));
-    }
-    bar.check().map_err(|e| (e.rule(), e.to_string()))?;
-    if !interval.is_on_grid(bar.ts) {
-        return Err((
-            "off_grid",
-            format!("{} is not on the {interval} grid", time::rfc3339(bar.ts)),
-        ));
-    }
-    if bar.ts > ctx.now {
-        return Err((
-            "future",
-            format!("{} is in the future", time::rfc3339(bar.ts)),
-        ));
-    }
-    let final_at = final_at(interval, bar.ts, ctx.market);
-    if final_at > ctx.now {
-        return Err((
-            "incomplete",
-            format!(
-                "the {interval} bar at {} is still forming until {}",
-                time::rfc3339(bar.ts),
-                time::rfc3339(final_at)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The instant after which a bar can no longer change.
-fn final_at(interval: Interval, ts: i64, market: Option<Market>) -> i64 {
-    if interval.is_intraday() {
-        return ts + interval.nominal_secs();
-    }
-    // The last session date the bar covers.
-    let first = time::date_of(ts);
-    let last = match interval {
-        Interval::W1 => first + chrono::Duration::days(6),
-        Interval::Mo1 => {
-            let next = first
-                .checked_add_months(chrono::Months::new(1))
-                .unwrap_or(first);
-            next - chrono::Duration::days(1)
-        }
-        _ => first,
-    };
-    match market {
-        Some(m) => m.session_close(last),
-        None => time::date_ts(last) + 86_400,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SourceKind, Symbol};
+    use crate::domain::{SourceKind, Symbol, time};
 
     const DAY: i64 = 1_704_153_600; // 2024-01-02 00:00Z
 
@@ -244,7 +387,7 @@ mod tests {
         let v = validate(
             &key(Interval::D1),
             vec![
-                bar(DAY - 86_400, 1.0),
+                bar(DAY - 4 * 86_400, 1.0), // Friday 2023-12-29
                 bar(DAY, 1.0),
                 bar(DAY + 86_400, 1.0),
                 bar(DAY + 3600, 1.0),
@@ -252,10 +395,11 @@ mod tests {
             ],
             &ctx,
         );
+        // In time order.
         let rules: Vec<_> = v.rejections.iter().map(|r| r.rule).collect();
         assert_eq!(
             rules,
-            ["incomplete", "future", "off_grid", "non_positive_price"]
+            ["non_positive_price", "incomplete", "off_grid", "future"]
         );
         assert_eq!(v.batch.unwrap().len(), 1);
         // After the close (16:00 New York = 21:00Z) the day's bar is final.

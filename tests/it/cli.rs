@@ -148,7 +148,8 @@ fn parquet_files_with_the_generic_columns_import() {
         .map(|i| {
             let p = 100.0 + i as f64 / 3.0;
             Bar {
-                ts: 1_704_205_800 + i * 60,
+                // 390 minutes a session from 09:30 New York, on 2024-01-02 and 2024-01-03.
+                ts: 1_704_205_800 + (i / 390) * 86_400 + (i % 390) * 60,
                 open: p,
                 high: p + 1.0,
                 low: p - 1.0,

@@ -18,13 +18,13 @@ use crate::helpers::gated::{MisbehavingStore, WriteGate};
 
 const DAY: i64 = 86_400;
 
-/// A Yahoo-layout CSV of `n` weekdays from 2024-01-02.
+/// A Yahoo-layout CSV of `n` US sessions from 2024-01-02 (MLK day, 2024-01-15, is not one).
 fn yahoo_csv(n: usize, base: f64) -> String {
     let mut out = String::from("Date,Open,High,Low,Close,Adj Close,Volume\n");
     let mut d = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
     let mut i = 0;
     while i < n {
-        if chrono::Datelike::weekday(&d).number_from_monday() <= 5 {
+        if dms::domain::Calendar::standard(dms::domain::Market::Us).is_session(d) {
             let p = base + i as f64;
             out += &format!(
                 "{d},{p},{},{},{},{},{}\n",

@@ -11,6 +11,7 @@ mod influx;
 mod integrity;
 mod jobs;
 mod maintenance;
+mod quality;
 mod read_cache;
 mod roundtrip;
 mod schedule;

@@ -9,11 +9,11 @@
 //! and the read-back run in-process on a runtime of their own that is shut down before any
 //! binary starts, so no connection of the test is open while the binary works.
 
-use chrono::{Datelike, NaiveDate, Weekday};
+use chrono::NaiveDate;
 use dms::app::Services;
 use dms::config::Config;
 use dms::domain::time::{self, local_to_utc};
-use dms::domain::{Bar, Interval, Market, SeriesKey, SourceKind, Symbol, TimeRange};
+use dms::domain::{Bar, Calendar, Interval, Market, SeriesKey, SourceKind, Symbol, TimeRange};
 use dms::validate::Context;
 
 use crate::helpers::app::{DmsCommand, stderr, stdout};
@@ -35,16 +35,15 @@ fn sessions(market: Market) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-fn weekdays(from: &str, to: &str) -> impl Iterator<Item = NaiveDate> {
-    date(from)
-        .iter_days()
-        .take_while(move |d| *d <= date(to))
-        .filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun))
+/// The daily or weekly stamps of the market's calendar from `from` to `to` (inclusive).
+fn calendar_stamps(market: Market, interval: Interval, from: &str, to: &str) -> Vec<i64> {
+    let range = TimeRange::new(time::date_ts(date(from)), time::date_ts(date(to)) + 1).unwrap();
+    Calendar::standard(market).expected_stamps(interval, range)
 }
 
 /// The stamps of a series on its grid: minute bars inside the sessions of a Friday and a
 /// Monday either side of the 2024 US daylight-saving change; daily bars on two years of
-/// weekdays; weekly bars on Mondays; monthly bars on the 1st.
+/// sessions; weekly bars on the Mondays of weeks with a session; monthly bars on the 1st.
 fn stamps(market: Market, interval: Interval) -> Vec<i64> {
     match interval {
         Interval::M1 => {
@@ -61,13 +60,8 @@ fn stamps(market: Market, interval: Interval) -> Vec<i64> {
             }
             out
         }
-        Interval::D1 => weekdays("2023-01-02", "2024-12-31")
-            .map(time::date_ts)
-            .collect(),
-        Interval::W1 => weekdays("2020-01-06", "2024-12-30")
-            .filter(|d| d.weekday() == Weekday::Mon)
-            .map(time::date_ts)
-            .collect(),
+        Interval::D1 => calendar_stamps(market, interval, "2023-01-02", "2024-12-31"),
+        Interval::W1 => calendar_stamps(market, interval, "2020-01-06", "2024-12-30"),
         Interval::Mo1 => (0..120)
             .map(|m| time::date_ts(date("2015-01-01") + chrono::Months::new(m)))
             .collect(),

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, NaiveDate};
+use chrono::{DateTime, NaiveDate};
 use dms::config::YahooConfig;
 use dms::domain::{
     ActionKind, Bar, CorporateAction, Interval, SeriesKey, SourceKind, Symbol, TimeRange, time,
@@ -1077,15 +1077,12 @@ async fn any_symbol_can_be_served_years_of_generated_daily_bars_with_dividends()
     );
     let src = source(&mock, 2);
     let s = store();
-    let weekdays = {
-        let mut d = NaiveDate::from_ymd_opt(2021, 1, 4).unwrap();
-        let mut n = 0;
-        while d < NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() {
-            n += usize::from(d.weekday().number_from_monday() <= 5);
-            d = d.succ_opt().unwrap();
-        }
-        n
-    };
+    let sessions = dms::domain::Calendar::standard(dms::domain::Market::Us)
+        .sessions(
+            NaiveDate::from_ymd_opt(2021, 1, 4).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        )
+        .count();
     for symbol in ["SYNA", "SYNB"] {
         let req = request(
             symbol,
@@ -1097,7 +1094,7 @@ async fn any_symbol_can_be_served_years_of_generated_daily_bars_with_dividends()
         let run = fetch_into(&src, &s.store, &req).await;
         assert!(run.error.is_none(), "{:?}", run.error);
         assert!(run.rejections.is_empty(), "{:?}", run.rejections);
-        assert_eq!(run.written, weekdays, "{symbol}");
+        assert_eq!(run.written, sessions, "{symbol}");
         let actions = s
             .store
             .read_actions(&req.series.symbol, TimeRange::ALL)

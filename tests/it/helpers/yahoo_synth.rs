@@ -2,12 +2,14 @@
 //! fields, `tradingPeriods` as a list of days for intraday, `adjclose` and `events` for daily,
 //! and prices that are `f32` values widened to `f64` (`129.0399932861328`), as Yahoo sends them.
 //!
-//! Self-contained (std, chrono, chrono-tz only) so that `benches/` can include it with
+//! Self-contained (std, chrono, chrono-tz and `dms::domain`'s calendar only) so that `benches/`
+//! can include it with
 //! `#[path = "../tests/it/helpers/yahoo_synth.rs"]` as well as the mock server using it. It
 //! lives with the tests rather than in the library: it is test data, and the shipped crate
 //! should not carry a fake exchange.
 //!
-//! The exchange is a US-style one (America/New_York, 09:30–16:00 on weekdays, no holidays).
+//! The exchange is the US one as DMS's calendar has it (America/New_York, 09:30–16:00, NYSE
+//! holidays and half days), so that validation's calendar rules accept every bar it sends.
 //! Every bar's values depend only on the symbol and the bar's timestamp, so two requests for
 //! overlapping periods agree bar for bar (chunked fetches stitch together exactly).
 
@@ -15,7 +17,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::America::New_York;
 
 /// What to generate.
@@ -113,14 +115,15 @@ fn sessions(from: i64, to: i64) -> Vec<(NaiveDate, i64, i64)> {
     let Some(first) = Utc.timestamp_opt(from - 86_400, 0).single() else {
         return out;
     };
+    let us = dms::domain::Calendar::standard(dms::domain::Market::Us);
     let mut d = first.with_timezone(&New_York).date_naive();
     loop {
         let open = local(d, 9, 30);
         if open >= to {
             break;
         }
-        if !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) {
-            out.push((d, open, local(d, 16, 0)));
+        if let Some(session) = us.session(d) {
+            out.push((d, session.open, session.close));
         }
         d = d.succ_opt().expect("date in range");
     }
