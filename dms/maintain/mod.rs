@@ -3,5 +3,6 @@
 //! tasks of DESIGN §5 plug into the same runner.
 
 pub mod backfill;
+pub mod gaps;
 pub mod jobs;
 pub mod locks;
