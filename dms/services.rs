@@ -12,8 +12,10 @@ use crate::datadir::DataDirLock;
 use crate::domain::SourceKind;
 use crate::ingest::Writer;
 use crate::maintain::backfill::BackfillEnv;
+use crate::maintain::gaps::Calendars;
 use crate::maintain::jobs::Jobs;
 use crate::maintain::locks::SeriesLocks;
+use crate::maintain::scan::GapScanner;
 use crate::reader::Reader;
 use crate::source::Source;
 use crate::source::files::FilesSource;
@@ -56,6 +58,10 @@ pub struct Services {
     pub reader: Reader,
     pub sources: BTreeMap<SourceKind, Arc<dyn Source>>,
     pub jobs: Jobs,
+    /// One trading calendar per market, with the `calendars:` overrides of the config.
+    pub calendars: Arc<Calendars>,
+    /// Gap detection and update planning over the coverage summaries.
+    pub gaps: GapScanner,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -90,6 +96,8 @@ impl Services {
         let config = Arc::new(config);
         let storage = &config.storage;
         let meta = MetaDb::open(&storage.meta_path())?;
+        // Before the entries stop being pending: their blocks may differ from the store.
+        meta.coverage_recover_pending().await?;
         let recovered = meta.recover_pending().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -123,6 +131,25 @@ impl Services {
             universe.retain(|u| u.symbol != e.symbol);
             universe.push(e);
         }
+        let calendars = Arc::new(Calendars::new(
+            &config
+                .calendars
+                .iter()
+                .map(|(m, o)| (*m, o.to_overrides()))
+                .collect(),
+        ));
+        let gaps = GapScanner::new(
+            primary.clone(),
+            meta.clone(),
+            calendars.clone(),
+            config.universe.clone(),
+            config.history.default_start_years,
+        );
+        // Learn, before anything writes, which series the store held before coverage
+        // summaries (once per data directory); if the primary is down, the first scan does.
+        if let Err(e) = gaps.ensure_seeded().await {
+            tracing::warn!(error = %e, "cannot list the stored series for the coverage summaries yet");
+        }
         let jobs = Jobs::new(
             meta.clone(),
             BackfillEnv {
@@ -140,6 +167,8 @@ impl Services {
             reader,
             sources,
             jobs,
+            calendars,
+            gaps,
             lock: Arc::new(lock),
         })
     }
