@@ -570,11 +570,14 @@ async fn gaps(
             .map(|g| (g.symbol.as_str(), g.interval.as_str()))
             .collect();
         let sessions: u64 = list.gaps.iter().map(|g| u64::from(g.sessions)).sum();
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         writeln!(
             out,
-            "{} gaps in {} series, {sessions} sessions",
-            list.gaps.len(),
-            series.len()
+            "{} in {} series, {}",
+            plural(list.gaps.len(), "gap", "gaps"),
+            series.len(),
+            plural(sessions as usize, "session", "sessions")
         )?;
     }
     out.flush()?;

@@ -179,8 +179,9 @@ impl GapScanner {
         Ok(universe)
     }
 
-    /// The series a scan of `filter` covers: every universe entry × its intervals, and every
-    /// series the summaries know (everything stored), sorted.
+    /// The series a scan of `filter` covers: every universe entry × its intervals, every
+    /// series the summaries know (everything stored), and the symbols the filter names at its
+    /// interval (or every interval), sorted.
     pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<SeriesKey>, ScanError> {
         self.ensure_seeded().await?;
         let mut out: HashSet<SeriesKey> = self
@@ -195,6 +196,15 @@ impl GapScanner {
             })
             .collect();
         out.extend(self.inner.meta.coverage_series().await?.into_keys());
+        if let Some(symbols) = &filter.symbols {
+            let intervals = match filter.interval {
+                Some(i) => vec![i],
+                None => Interval::ALL.to_vec(),
+            };
+            for s in symbols {
+                out.extend(intervals.iter().map(|i| SeriesKey::new(s.clone(), *i)));
+            }
+        }
         let mut out: Vec<SeriesKey> = out.into_iter().filter(|k| filter.admits(k)).collect();
         out.sort();
         Ok(out)
@@ -220,9 +230,9 @@ impl GapScanner {
     }
 
     /// The plan of each of `series` at `now`, sorted by series: its newest bar (one batched
-    /// `latest` for all), head, interior gaps and staleness. Series whose market is unknown
-    /// (no universe `market` and a suffix without a calendar) are left out. This is what the
-    /// update job fetches from.
+    /// `latest` for all), head, interior gaps and staleness. Left out: series whose market is
+    /// unknown (no universe `market` and a suffix without a calendar), and series with nothing
+    /// stored that the universe does not list. This is what the update job fetches from.
     pub async fn plan(&self, series: &[SeriesKey], now: i64) -> Result<Vec<SeriesPlan>, ScanError> {
         let inner = &self.inner;
         self.ensure_seeded().await?;
@@ -256,6 +266,13 @@ impl GapScanner {
                 i.latest = Some(bar.ts);
             }
         }
+        // A series with nothing stored is only due when the universe asks for it.
+        inputs.retain(|k, i| {
+            i.latest.is_some()
+                || entries
+                    .get(&k.symbol)
+                    .is_some_and(|e| e.intervals.contains(&k.interval))
+        });
         // Summaries never built (bars stored before they existed): read once from the store.
         let built = inner.meta.coverage_series().await?;
         let unbuilt: Vec<SeriesKey> = inputs

@@ -5,6 +5,7 @@ mod alerts;
 mod api_read;
 mod cli;
 mod futu;
+mod gaps;
 mod helpers;
 mod influx;
 mod integrity;
