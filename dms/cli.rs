@@ -109,6 +109,20 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// List missing ranges per series (calendar-aware): inside the stored range, and with
+    /// --head what is missing after each series' newest bar.
+    Gaps {
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        symbols: Vec<String>,
+        #[arg(long)]
+        interval: Option<String>,
+        /// Also list each series' head (what the next update fetches).
+        #[arg(long)]
+        head: bool,
+        /// Print the JSON of `GET /api/v1/gaps` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -250,6 +264,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             run_job(config, spec).await
         }
         Command::Jobs { command, json } => jobs(config, command, json).await,
+        Command::Gaps {
+            symbols,
+            interval,
+            head,
+            json,
+        } => {
+            let params = crate::api::gaps::GapsParams {
+                symbols: (!symbols.is_empty()).then(|| symbols.join(",")),
+                interval,
+                head: Some(head.to_string()),
+            };
+            gaps(config, params, json).await
+        }
         Command::Config { .. } => unreachable!("handled above"),
     }
 }
@@ -515,6 +542,97 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
                 }
             }
         },
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `dms gaps`: the same list as `GET /api/v1/gaps`, from the server holding the data
+/// directory or in-process; a table, or the API's JSON with `--json`.
+async fn gaps(
+    config: Config,
+    params: crate::api::gaps::GapsParams,
+    json: bool,
+) -> Result<(), CliError> {
+    use crate::api::gaps::{GapList, gap_list, parse_params};
+    let (filter, head) = parse_params(&params).map_err(usage)?;
+    let list: GapList = match target(config, "gaps").await? {
+        Target::Server(remote) => {
+            let mut query = vec![("head", head.to_string())];
+            if let Some(s) = &params.symbols {
+                query.push(("symbols", s.clone()));
+            }
+            if let Some(i) = &params.interval {
+                query.push(("interval", i.clone()));
+            }
+            let req = remote
+                .request(reqwest::Method::GET, "/api/v1/gaps")
+                .query(&query);
+            serde_json::from_value(remote.json(req).await?)?
+        }
+        Target::Local(services) => {
+            let now = chrono::Utc::now().timestamp();
+            gap_list(&services.gaps.scan(&filter, now).await?, head)
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    if json {
+        serde_json::to_writer(&mut out, &list)?;
+        writeln!(out)?;
+    } else if list.gaps.is_empty() {
+        writeln!(out, "no gaps")?;
+    } else {
+        let header = ["SYMBOL", "INTERVAL", "START", "END", "SESSIONS", "KIND"];
+        let rows: Vec<[String; 6]> = list
+            .gaps
+            .iter()
+            .map(|g| {
+                [
+                    g.symbol.clone(),
+                    g.interval.clone(),
+                    g.start.clone(),
+                    g.end.clone(),
+                    g.sessions.to_string(),
+                    g.kind.clone(),
+                ]
+            })
+            .collect();
+        let mut width = header.map(str::len);
+        for r in &rows {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            let mut l = String::new();
+            for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    l.push_str(&format!("{c:<w$}  "));
+                }
+            }
+            l
+        };
+        writeln!(out, "{}", line(header))?;
+        for r in &rows {
+            writeln!(out, "{}", line(r.each_ref().map(String::as_str)))?;
+        }
+        let series: std::collections::HashSet<(&str, &str)> = list
+            .gaps
+            .iter()
+            .map(|g| (g.symbol.as_str(), g.interval.as_str()))
+            .collect();
+        let sessions: u64 = list.gaps.iter().map(|g| u64::from(g.sessions)).sum();
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        writeln!(
+            out,
+            "{} in {} series, {}",
+            plural(list.gaps.len(), "gap", "gaps"),
+            series.len(),
+            plural(sessions as usize, "session", "sessions")
+        )?;
     }
     out.flush()?;
     Ok(())

@@ -69,6 +69,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     pub universe: Vec<UniverseEntry>,
     pub history: HistoryConfig,
+    /// Per market, days added to the published holiday tables (`calendars:`).
+    pub calendars: BTreeMap<Market, CalendarOverrides>,
     pub cache: CacheConfig,
     pub reader: ReaderConfig,
     pub schedule: Vec<ScheduleEntry>,
@@ -244,6 +246,24 @@ pub struct FilesConfig {
 pub struct HistoryConfig {
     pub default_start_years: u32,
     pub revision_window_sessions: u32,
+}
+
+/// One market's entry of `calendars:` (`HK: { closures: [2026-09-15], half_days: [...] }`):
+/// full-day closures and half days the published tables do not have yet (a typhoon day, a
+/// newly announced holiday), applied without a release. A closure wins over the tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CalendarOverrides {
+    pub closures: Vec<chrono::NaiveDate>,
+    pub half_days: Vec<chrono::NaiveDate>,
+}
+
+impl CalendarOverrides {
+    pub fn to_overrides(&self) -> crate::domain::Overrides {
+        crate::domain::Overrides {
+            closures: self.closures.clone(),
+            half_days: self.half_days.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -693,6 +713,7 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         "sources",
         "universe",
         "history",
+        "calendars",
         "cache",
         "reader",
         "schedule",
@@ -852,6 +873,8 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
     };
     d.finish(s);
 
+    let calendars = decode_calendars(d, get("calendars"));
+
     let mut s = d.section("cache", get("cache"));
     let cache = CacheConfig {
         max_bytes: d.field(&mut s, "max_bytes", 536_870_912),
@@ -903,12 +926,79 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         sources: SourcesConfig { yahoo, futu, files },
         universe: universe.into_iter().map(|(_, u)| u).collect(),
         history,
+        calendars,
         cache,
         reader,
         schedule,
         alerts,
         logging,
     }
+}
+
+/// `calendars:`: a mapping from market name to `{ closures: [dates], half_days: [dates] }`.
+fn decode_calendars(d: &mut Decoder, v: Option<&Value>) -> BTreeMap<Market, CalendarOverrides> {
+    let mut out = BTreeMap::new();
+    let s = d.section("calendars", v);
+    let Some(map) = s.map else {
+        return out;
+    };
+    for (name, entry) in map {
+        let path = format!("calendars.{name}");
+        let market = match name.parse::<Market>() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                d.problems.push(format!("{path}: {e}"));
+                None
+            }
+        };
+        let mut e = d.section(&path, Some(entry));
+        let closures = decode_dates(d, &mut e, "closures");
+        let half_days = decode_dates(d, &mut e, "half_days");
+        for day in &half_days {
+            d.check(
+                !closures.contains(day),
+                &e,
+                "half_days",
+                format!("{day} is also a closure"),
+            );
+        }
+        d.finish(e);
+        if let Some(m) = market {
+            if out.contains_key(&m) {
+                d.problems
+                    .push(format!("{path}: {m} is listed more than once"));
+            }
+            out.insert(
+                m,
+                CalendarOverrides {
+                    closures,
+                    half_days,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// A list of `YYYY-MM-DD` dates, one problem per bad item.
+fn decode_dates(d: &mut Decoder, s: &mut Section<'_>, key: &'static str) -> Vec<chrono::NaiveDate> {
+    let items: Vec<Value> = d.field(s, key, Vec::new());
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let date = item
+            .as_str()
+            .and_then(|t| chrono::NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").ok());
+        match date {
+            Some(day) => out.push(day),
+            None => d.problems.push(format!(
+                "{}{key}[{i}]: bad date {item} (expected YYYY-MM-DD)",
+                prefix(&s.path)
+            )),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Decodes each item of a list with `item`, which reports its own problems.
@@ -1310,6 +1400,47 @@ extra: 1
             "schedule[0].cron",
             "logging.level",
             "extra: unknown key",
+        ];
+        for e in expect {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn calendar_overrides_decode_and_every_problem_is_listed() {
+        let yaml = r#"
+calendars:
+  HK: { closures: [2026-09-15, "2026-09-16"], half_days: [2026-12-24] }
+  us: { closures: [2026-07-02] }
+"#;
+        let c = Config::from_yaml(yaml, vec![]).unwrap();
+        let hk = &c.calendars[&Market::Hk];
+        assert_eq!(hk.closures.len(), 2);
+        assert_eq!(hk.half_days[0].to_string(), "2026-12-24");
+        assert_eq!(
+            c.calendars[&Market::Us].closures[0].to_string(),
+            "2026-07-02"
+        );
+        assert!(Config::default_config().calendars.is_empty());
+        let bad = r#"
+calendars:
+  MARS: { closures: [2026-01-01] }
+  HK: { closures: [2026-13-01, tomorrow], half_days: [2026-09-15], typhoons: [] }
+  SH: [2026-01-01]
+  SZ: { closures: [2026-10-01], half_days: [2026-10-01] }
+"#;
+        let problems = Config::from_yaml(bad, vec![]).unwrap_err().0;
+        let expect = [
+            "calendars.MARS: unknown market",
+            "calendars.HK.closures[0]: bad date",
+            "calendars.HK.closures[1]: bad date",
+            "calendars.HK.typhoons: unknown key",
+            "calendars.SH: expected a mapping",
+            "calendars.SZ.half_days: 2026-10-01 is also a closure",
         ];
         for e in expect {
             assert!(

@@ -9,7 +9,9 @@
 //! 1. reserve a change-log sequence number (state `pending`);
 //! 2. apply the change to the primary;
 //! 3. tell every [`WriteListener`] which range changed (the reader cache drops those chunks) —
-//!    *whatever the primary answered*, since a failed write may have landed in part;
+//!    *whatever the primary answered*, since a failed write may have landed in part — and
+//!    update the coverage summaries gap detection reads (`store::coverage`: the written
+//!    stamps are present, a deleted range is cleared, a failure marks its blocks unknown);
 //! 4. settle the entry: `committed` on success, `uncertain` on failure (the primary may hold
 //!    all, part or none of it; replication re-ships the range as the primary holds it and
 //!    verification re-checks it). No entry is ever removed: the change log never under-reports.
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use crate::domain::{Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
 use crate::spool::{Spool, SpoolError, Spooled};
+use crate::store::coverage::Marks;
 use crate::store::meta::{ChangeKind, ChangeTarget, MetaDb, MetaError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{labels, metrics};
@@ -468,6 +471,7 @@ impl Writer {
         if result.is_err() {
             self.notify_late(op);
         }
+        self.record_coverage(op, result.is_ok()).await;
         let settled = match &result {
             Ok(_) => self.settle(seq, true).await,
             Err(e) => {
@@ -530,6 +534,36 @@ impl Writer {
                 }
             }
         });
+    }
+
+    /// Keeps the coverage summaries (`store::coverage`) in step with the primary: a write's
+    /// stamps become present, a delete clears its range, and after a failure the touched
+    /// blocks are unknown (re-read from the store by the next gap scan). A summary that cannot
+    /// be updated is only logged: the change itself succeeded or failed already, and a stale
+    /// summary shows up as a gap that the next update fetches again.
+    async fn record_coverage(&self, op: &Op, ok: bool) {
+        let (series, r) = match (op, ok) {
+            (Op::Write(b), true) => {
+                let marks = Marks::from_stamps(b.series().interval, b.bars().iter().map(|x| x.ts));
+                (b.series(), self.meta.coverage_add(b.series(), marks).await)
+            }
+            (Op::Write(b), false) => {
+                let marks = Marks::from_stamps(b.series().interval, b.bars().iter().map(|x| x.ts));
+                let blocks = marks.block_starts();
+                (
+                    b.series(),
+                    self.meta.coverage_unknown(b.series(), blocks, None).await,
+                )
+            }
+            (Op::Delete(s, r), true) => (s, self.meta.coverage_clear(s, *r).await),
+            (Op::Delete(s, r), false) => {
+                (s, self.meta.coverage_unknown(s, Vec::new(), Some(*r)).await)
+            }
+            (Op::Actions(..), _) => return,
+        };
+        if let Err(e) = r {
+            tracing::warn!(symbol = %series.symbol, interval = %series.interval, error = %e, "cannot update the coverage summary");
+        }
     }
 
     fn notify(&self, op: &Op) {

@@ -14,8 +14,10 @@ use crate::domain::SourceKind;
 use crate::events::EventBus;
 use crate::ingest::Writer;
 use crate::maintain::MaintainEnv;
+use crate::maintain::gaps::Calendars;
 use crate::maintain::jobs::Jobs;
 use crate::maintain::locks::SeriesLocks;
+use crate::maintain::scan::GapScanner;
 use crate::maintain::scheduled::{JobsTarget, MetaScheduleStore};
 use crate::maintain::universe::Universe;
 use crate::reader::Reader;
@@ -67,6 +69,10 @@ pub struct Services {
     pub events: EventBus,
     /// The `schedule:` entries; their loops run only in `dms serve` ([`crate::app::App::run`]).
     pub scheduler: Scheduler,
+    /// One trading calendar per market, with the `calendars:` overrides of the config.
+    pub calendars: Arc<Calendars>,
+    /// Gap detection and update planning over the coverage summaries.
+    pub gaps: GapScanner,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -101,6 +107,8 @@ impl Services {
         let config = Arc::new(config);
         let storage = &config.storage;
         let meta = MetaDb::open(&storage.meta_path())?;
+        // Before the entries stop being pending: their blocks may differ from the store.
+        meta.coverage_recover_pending().await?;
         let recovered = meta.recover_pending().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -146,6 +154,25 @@ impl Services {
         for s in sources.values() {
             s.attach_events(events.clone());
         }
+        let calendars = Arc::new(Calendars::new(
+            &config
+                .calendars
+                .iter()
+                .map(|(m, o)| (*m, o.to_overrides()))
+                .collect(),
+        ));
+        let gaps = GapScanner::new(
+            primary.clone(),
+            meta.clone(),
+            calendars.clone(),
+            config.universe.clone(),
+            config.history.default_start_years,
+        );
+        // Learn, before anything writes, which series the store held before coverage
+        // summaries (once per data directory); if the primary is down, the first scan does.
+        if let Err(e) = gaps.ensure_seeded().await {
+            tracing::warn!(error = %e, "cannot list the stored series for the coverage summaries yet");
+        }
         let jobs = Jobs::new(
             meta.clone(),
             MaintainEnv {
@@ -175,6 +202,8 @@ impl Services {
             universe,
             events,
             scheduler,
+            calendars,
+            gaps,
             lock: Arc::new(lock),
         })
     }

@@ -174,6 +174,20 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Sets `dms_series_stale{interval}` from a scan of every series: each interval gets its
+    /// count, 0 when none of its series is stale.
+    pub fn set_series_stale(
+        &self,
+        stale: &std::collections::BTreeMap<crate::domain::Interval, u64>,
+    ) {
+        for i in crate::domain::Interval::ALL {
+            let n = stale.get(&i).copied().unwrap_or(0);
+            self.series_stale
+                .get_or_create(&labels([("interval", i.as_str())]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

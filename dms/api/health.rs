@@ -12,7 +12,8 @@ use crate::telemetry::metrics;
 /// How long `/health` reuses the series and bar counts it computed.
 const COUNTS_TTL: Duration = Duration::from_secs(30);
 
-/// Liveness and the state of the primary, backups and sources; open without a token.
+/// Liveness and the state of the primary, backups and sources, and how long each market's
+/// holiday table lasts; open without a token.
 #[utoipa::path(
     get,
     path = "/health",
@@ -32,6 +33,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         (None, None)
     };
     let sources: Vec<_> = services.sources.values().map(|s| s.status()).collect();
+    let calendars = calendar_warnings(services, chrono::Utc::now().timestamp());
     let degraded = !reachable || sources.iter().any(|s| s.paused);
     let body = serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -46,10 +48,33 @@ pub async fn health(State(state): State<AppState>) -> Response {
         },
         "backups": [],
         "sources": sources,
+        "calendars": calendars,
         "uptime_s": state.inner.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     super::error::health(body, reachable)
+}
+
+/// How close to its end a holiday table may come before `/health` warns.
+const CALENDAR_WARN_DAYS: i64 = 120;
+
+/// Each market with a holiday table: where it ends and, when that is within
+/// [`CALENDAR_WARN_DAYS`] (or past), a warning. Only a warning: the service stays `ok`, since
+/// past its table a market still trades on weekdays and closures can be added in config.
+fn calendar_warnings(services: &crate::services::Services, now: i64) -> Vec<serde_json::Value> {
+    let ending = services.calendars.ending_within(now, CALENDAR_WARN_DAYS);
+    crate::domain::Market::ALL
+        .into_iter()
+        .filter_map(|m| {
+            let end = services.calendars.get(m).table_end()?;
+            let warning = ending.iter().any(|(e, _)| *e == m).then(|| {
+                format!(
+                    "the {m} holiday table ends on {end}: add its closures under calendars.{m} in the config, or upgrade DMS"
+                )
+            });
+            Some(serde_json::json!({"market": m.as_str(), "ends": end.to_string(), "warning": warning}))
+        })
+        .collect()
 }
 
 impl AppState {

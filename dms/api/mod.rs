@@ -9,6 +9,7 @@ pub mod bars;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
+pub mod gaps;
 pub mod health;
 pub mod import;
 pub mod jobs;
@@ -109,6 +110,7 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(bars::bars))
         .routes(routes!(series::series))
+        .routes(routes!(gaps::gaps))
         .routes(routes!(quality::quality))
         .routes(routes!(actions::actions))
         .routes(routes!(cache::cache))

@@ -5,8 +5,13 @@
 //! 10,000 series (the dashboard's) asks for one page at a time, filtered (`q`, `interval`,
 //! `stale`) and sorted (`sort`) on the server.
 //!
-//! `gaps` and `stale` need the trading calendars (a later maintenance issue) and are `null`
-//! until they land; `last_update` is the time of the series' last committed change-log entry.
+//! `gaps` is the number of sessions missing inside the series' stored range (the sum of the
+//! `sessions` of its interior gaps in `GET /api/v1/gaps`), `stale` whether its newest bar is
+//! older than the calendar expects; both come from one gap scan of the listed series
+//! (`maintain::scan`) and are `null` for a series whose market has no calendar.
+//! `last_update` is the time of the series' last committed change-log entry.
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -78,12 +83,13 @@ pub struct SeriesInfo {
     pub last: String,
     /// Bars stored.
     pub count: u64,
-    /// Missing sessions inside `[first, last]`; `null` until trading calendars are available.
+    /// Sessions missing inside `[first, last]`, by the market's calendar; `null` when the
+    /// symbol's market has no calendar.
     pub gaps: Option<u64>,
     /// When the series was last written, RFC 3339; `null` when not known.
     pub last_update: Option<String>,
-    /// Whether the newest bar is older than the calendar expects; `null` until trading
-    /// calendars are available.
+    /// Whether the newest bar is older than the calendar expects (a closed session's bars are
+    /// missing after it); `null` when the symbol's market has no calendar.
     pub stale: Option<bool>,
 }
 
@@ -117,7 +123,7 @@ pub async fn series(
     let services = state.services();
     let listed = services.primary.list_series().await?;
     let updates = services.meta.last_updates().await?;
-    let series = listed
+    let listed: Vec<_> = listed
         .into_iter()
         .filter(|s| interval.is_none_or(|i| s.series.interval == i))
         .filter(|s| {
@@ -125,15 +131,30 @@ pub async fn series(
                 .as_ref()
                 .is_none_or(|want| want.contains(&s.series.symbol))
         })
-        .map(|s| SeriesInfo {
-            symbol: s.series.symbol.to_string(),
-            interval: s.series.interval.to_string(),
-            first: time::rfc3339(s.first),
-            last: time::rfc3339(s.last),
-            count: s.count,
-            gaps: None,
-            last_update: updates.get(&s.series).map(|t| time::rfc3339(*t)),
-            stale: None,
+        .collect();
+    let keys: Vec<_> = listed.iter().map(|s| s.series.clone()).collect();
+    let now = chrono::Utc::now().timestamp();
+    let plans: HashMap<_, _> = services
+        .gaps
+        .plan(&keys, now)
+        .await?
+        .into_iter()
+        .map(|p| (p.series.clone(), p))
+        .collect();
+    let series = listed
+        .into_iter()
+        .map(|s| {
+            let plan = plans.get(&s.series);
+            SeriesInfo {
+                symbol: s.series.symbol.to_string(),
+                interval: s.series.interval.to_string(),
+                first: time::rfc3339(s.first),
+                last: time::rfc3339(s.last),
+                count: s.count,
+                gaps: plan.map(|p| p.interior_sessions()),
+                last_update: updates.get(&s.series).map(|t| time::rfc3339(*t)),
+                stale: plan.map(|p| p.stale),
+            }
         })
         .collect();
     let (series, total, total_bars) = listing.apply(series);

@@ -8,16 +8,20 @@
 //! - [`ctx`]: what a running task reports through (progress, counters, checkpoint, log);
 //! - [`fetch`]: the one fetching path (source → `Writer::ingest`), used by every fetching
 //!   task; [`backfill`], [`update`]: what they fetch;
-//! - [`universe`]: the maintained series; [`locks`]: one writer per series.
+//! - [`universe`]: the maintained series; [`locks`]: one writer per series;
+//! - [`gaps`]: the pure gap logic; [`scan`]: the [`scan::GapScanner`] that runs it over many
+//!   series (gap listings and update planning).
 //!
 //! Dependencies point one way: `jobs → task → {backfill, update} → fetch → ctx`.
 
 pub mod backfill;
 pub mod ctx;
 pub mod fetch;
+pub mod gaps;
 pub mod jobs;
 pub mod locks;
 pub mod repair;
+pub mod scan;
 pub mod scheduled;
 pub mod task;
 pub mod universe;

@@ -133,6 +133,35 @@ ALTER TABLE quality ADD COLUMN kind TEXT NOT NULL DEFAULT 'rejected'
     CHECK (kind IN ('rejected', 'flagged'));
 CREATE INDEX quality_by_kind ON quality (kind, id);
 "#,
+    r#"
+-- Coverage summaries (store/coverage.rs): per series and block (a UTC month or year), which
+-- grid slots hold a stored bar (`present`), which a source confirmed have none (`absent`),
+-- whether the store may differ (`unknown`), and a change counter for rebuilds (`epoch`).
+-- Rows are never deleted, so `epoch` only grows.
+CREATE TABLE coverage (
+    symbol    TEXT NOT NULL,
+    interval  TEXT NOT NULL,
+    block     INTEGER NOT NULL,
+    present   BLOB NOT NULL,
+    absent    BLOB,
+    unknown   INTEGER NOT NULL DEFAULT 0,
+    epoch     INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (symbol, interval, block)
+) WITHOUT ROWID;
+-- The series the summaries know; `built` is 0 until its blocks are known to match the store
+-- (bars stored before the summaries existed are read once from the store).
+CREATE TABLE coverage_series (
+    symbol    TEXT NOT NULL,
+    interval  TEXT NOT NULL,
+    built     INTEGER NOT NULL,
+    PRIMARY KEY (symbol, interval)
+) WITHOUT ROWID;
+-- `seeded` = 1 once every series the store held has a coverage_series row.
+CREATE TABLE coverage_meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -1306,5 +1335,688 @@ mod tests {
             (q[0].kind, q[0].rule.as_str()),
             (QualityKind::Rejected, "non_finite")
         );
+    }
+}
+
+// ----- coverage summaries (store/coverage.rs) -----
+
+use crate::store::coverage::{self, Bits, Coverage, CoverageBlock, Marks};
+
+/// Which blocks a rebuild from the store replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildScope {
+    /// Every block of the series (one never built): on success the series is `built`.
+    Whole,
+    /// These blocks (ones marked unknown).
+    Blocks(Vec<i64>),
+}
+
+/// `INSERT OR IGNORE` of a series the write path met: built when every series the store
+/// held before summaries existed is already listed (`seeded`), so this one is new.
+const COVERAGE_SERIES_MET: &str = "INSERT OR IGNORE INTO coverage_series (symbol, interval, built)
+    VALUES (?1, ?2, (SELECT count(*) FROM coverage_meta WHERE key = 'seeded' AND value = 1))";
+
+impl MetaDb {
+    /// A successful write: its stamps are present.
+    pub async fn coverage_add(&self, series: &SeriesKey, marks: Marks) -> Result<(), MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.as_str());
+        let blocks = marks.into_blocks();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(COVERAGE_SERIES_MET)?
+                .execute(params![symbol, interval])?;
+            for (block, bits) in blocks {
+                let mut present = read_present(&tx, &symbol, interval, block)?.unwrap_or_default();
+                present.union_with(&bits);
+                upsert_present(&tx, &symbol, interval, block, &present, None)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A successful delete: nothing is present in `range` any more.
+    pub async fn coverage_clear(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<(), MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval);
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let rows: Vec<(i64, Vec<u8>)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT block, present FROM coverage
+                     WHERE symbol = ?1 AND interval = ?2 AND block >= ?3 AND block < ?4",
+                )?;
+                let lo = coverage::block_start(interval, range.start());
+                let rows = stmt
+                    .query_map(params![symbol, interval.as_str(), lo, range.end()], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (block, blob) in rows {
+                let mut present = decode(&blob)?;
+                let (a, b) = coverage::slot_span(interval, block, range);
+                present.clear_range(a, b);
+                upsert_present(&tx, &symbol, interval.as_str(), block, &present, None)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A write or delete the primary failed: the store may differ from the summary in these
+    /// blocks (a write's blocks) or in `range` (a delete's).
+    pub async fn coverage_unknown(
+        &self,
+        series: &SeriesKey,
+        blocks: Vec<i64>,
+        range: Option<TimeRange>,
+    ) -> Result<(), MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval);
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            mark_unknown(&tx, &symbol, interval, &blocks, range)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Start-up, before [`MetaDb::recover_pending`]: the blocks of changes a crash left
+    /// pending may differ from the store. Returns how many changes.
+    pub async fn coverage_recover_pending(&self) -> Result<u64, MetaError> {
+        self.run(|c| {
+            let tx = c.transaction()?;
+            let pending: Vec<(String, String, i64, i64, String)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT symbol, interval, start_ts, end_ts, kind FROM change_log
+                     WHERE state = 'pending' AND kind IN ('bars', 'delete')",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut n = 0;
+            for (symbol, interval, start, end, kind) in pending {
+                let (Ok(interval), Ok(range)) =
+                    (interval.parse::<Interval>(), TimeRange::new(start, end))
+                else {
+                    continue;
+                };
+                // A write may have created blocks; a delete only touches existing ones.
+                let blocks: Vec<i64> = if kind == "bars" {
+                    coverage::blocks_in(interval, range).collect()
+                } else {
+                    Vec::new()
+                };
+                mark_unknown(&tx, &symbol, interval, &blocks, Some(range))?;
+                n += 1;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// A source confirmed these slots have no bar.
+    pub async fn coverage_absent(&self, series: &SeriesKey, marks: Marks) -> Result<(), MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.as_str());
+        let blocks = marks.into_blocks();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            for (block, bits) in blocks {
+                let old: Option<Option<Vec<u8>>> = tx
+                    .prepare_cached(
+                        "SELECT absent FROM coverage WHERE symbol = ?1 AND interval = ?2 AND block = ?3",
+                    )?
+                    .query_row(params![symbol, interval, block], |r| r.get(0))
+                    .optional()?;
+                let mut absent = match old.flatten() {
+                    Some(b) => decode(&b)?,
+                    None => Bits::new(),
+                };
+                absent.union_with(&bits);
+                tx.prepare_cached(
+                    "INSERT INTO coverage (symbol, interval, block, present, absent) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (symbol, interval, block) DO UPDATE SET absent = excluded.absent",
+                )?
+                .execute(params![symbol, interval, block, Bits::new().encode(), absent.encode()])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether every series the store held has been listed ([`MetaDb::coverage_seed`]).
+    pub async fn coverage_seeded(&self) -> Result<bool, MetaError> {
+        self.run(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM coverage_meta WHERE key = 'seeded' AND value = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? > 0)
+        })
+        .await
+    }
+
+    /// Lists the series the store holds (not built yet, unless already known) and marks the
+    /// summaries seeded: from now on a series the write path meets for the first time is new.
+    pub async fn coverage_seed(&self, stored: Vec<SeriesKey>) -> Result<(), MetaError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT OR IGNORE INTO coverage_series (symbol, interval, built) VALUES (?1, ?2, 0)",
+                )?;
+                for s in &stored {
+                    stmt.execute(params![s.symbol.as_str(), s.interval.as_str()])?;
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO coverage_meta (key, value) VALUES ('seeded', 1)",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every series the summaries know, and whether it is built.
+    pub async fn coverage_series(
+        &self,
+    ) -> Result<std::collections::HashMap<SeriesKey, bool>, MetaError> {
+        self.run(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT symbol, interval, built FROM coverage_series")?;
+            let mut rows = stmt.query([])?;
+            let mut out = std::collections::HashMap::new();
+            while let Some(r) = rows.next()? {
+                let Ok(interval) = r.get_ref(1)?.as_str()?.parse() else {
+                    continue;
+                };
+                out.insert(
+                    SeriesKey::new(Symbol::opaque(r.get_ref(0)?.as_str()?), interval),
+                    r.get::<_, i64>(2)? != 0,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The epoch of each block of `series`: taken before a rebuild reads the store.
+    pub async fn coverage_epochs(
+        &self,
+        series: &SeriesKey,
+    ) -> Result<BTreeMap<i64, i64>, MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.as_str());
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT block, epoch FROM coverage WHERE symbol = ?1 AND interval = ?2",
+            )?;
+            let rows = stmt.query_map(params![symbol, interval], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Stores what a rebuild read from the store (`marks`: the stamps it found) for the blocks
+    /// of `scope`, each only if its epoch is still the one seen before the read (`seen`; no
+    /// write touched it meanwhile). Returns whether every block was replaced; for
+    /// [`RebuildScope::Whole`] the series is then `built`.
+    pub async fn coverage_rebuilt(
+        &self,
+        series: &SeriesKey,
+        scope: RebuildScope,
+        marks: Marks,
+        seen: BTreeMap<i64, i64>,
+    ) -> Result<bool, MetaError> {
+        let (symbol, interval) = (series.symbol.to_string(), series.interval.as_str());
+        let found: BTreeMap<i64, Bits> = marks.into_blocks().into_iter().collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let now: BTreeMap<i64, i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT block, epoch FROM coverage WHERE symbol = ?1 AND interval = ?2",
+                )?;
+                let rows =
+                    stmt.query_map(params![symbol, interval], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let blocks: Vec<i64> = match &scope {
+                RebuildScope::Whole => {
+                    let mut b: Vec<i64> = now.keys().chain(found.keys()).copied().collect();
+                    b.sort_unstable();
+                    b.dedup();
+                    b
+                }
+                RebuildScope::Blocks(b) => b.clone(),
+            };
+            let mut all = true;
+            let empty = Bits::new();
+            for block in blocks {
+                if now.get(&block) != seen.get(&block) {
+                    all = false;
+                    continue;
+                }
+                let bits = found.get(&block).unwrap_or(&empty);
+                if now.contains_key(&block) || !bits.is_empty() {
+                    upsert_present(&tx, &symbol, interval, block, bits, Some(0))?;
+                }
+            }
+            if all && scope == RebuildScope::Whole {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO coverage_series (symbol, interval, built) VALUES (?1, ?2, 1)",
+                )?
+                .execute(params![symbol, interval])?;
+            }
+            tx.commit()?;
+            Ok(all)
+        })
+        .await
+    }
+
+    /// The summary of one series.
+    pub async fn coverage_of(&self, series: &SeriesKey) -> Result<Coverage, MetaError> {
+        let wanted = std::collections::HashSet::from([series.clone()]);
+        self.coverage_scan(Some(wanted), Coverage::new(series.interval), |out, _, c| {
+            *out = c
+        })
+        .await
+    }
+
+    /// Calls `visit(state, series, summary)` for each series in `wanted` (every series when
+    /// `None`) that has a summary, in order, on the blocking pool, over a read-only connection
+    /// of its own (WAL: the write path is not held up while a scan reads); returns `state`.
+    pub async fn coverage_scan<S, F>(
+        &self,
+        wanted: Option<std::collections::HashSet<SeriesKey>>,
+        mut state: S,
+        mut visit: F,
+    ) -> Result<S, MetaError>
+    where
+        S: Send + 'static,
+        F: FnMut(&mut S, SeriesKey, Coverage) + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            const SELECT: &str =
+                "SELECT symbol, interval, block, present, absent, unknown, epoch FROM coverage";
+            match wanted {
+                Some(w) if w.len() <= 256 => {
+                    let mut keys: Vec<SeriesKey> = w.into_iter().collect();
+                    keys.sort();
+                    let mut stmt = c.prepare(&format!(
+                        "{SELECT} WHERE symbol = ?1 AND interval = ?2 ORDER BY block"
+                    ))?;
+                    for k in keys {
+                        let mut rows =
+                            stmt.query(params![k.symbol.as_str(), k.interval.as_str()])?;
+                        let mut cov = Coverage::new(k.interval);
+                        while let Some(r) = rows.next()? {
+                            let (block, b) = block_row(r)?;
+                            cov.blocks.insert(block, b);
+                        }
+                        if !cov.blocks.is_empty() {
+                            visit(&mut state, k, cov);
+                        }
+                    }
+                }
+                wanted => {
+                    let mut stmt =
+                        c.prepare(&format!("{SELECT} ORDER BY symbol, interval, block"))?;
+                    let mut rows = stmt.query([])?;
+                    let mut cur: Option<(SeriesKey, Coverage)> = None;
+                    // Whether the current group is wanted (decoded) or skipped.
+                    let mut keep = false;
+                    while let Some(r) = rows.next()? {
+                        let symbol = r.get_ref(0)?.as_str()?;
+                        let interval = r.get_ref(1)?.as_str()?;
+                        let same = cur.as_ref().is_some_and(|(k, _)| {
+                            k.symbol.as_str() == symbol && k.interval.as_str() == interval
+                        });
+                        if !same {
+                            if let Some((k, cov)) = cur.take()
+                                && keep
+                            {
+                                visit(&mut state, k, cov);
+                            }
+                            let Ok(i) = interval.parse::<Interval>() else {
+                                keep = false;
+                                continue;
+                            };
+                            let key = SeriesKey::new(Symbol::opaque(symbol), i);
+                            keep = wanted.as_ref().is_none_or(|w| w.contains(&key));
+                            cur = Some((key, Coverage::new(i)));
+                        }
+                        if keep && let Some((_, cov)) = cur.as_mut() {
+                            let (block, b) = block_row(r)?;
+                            cov.blocks.insert(block, b);
+                        }
+                    }
+                    if let Some((k, cov)) = cur.take()
+                        && keep
+                    {
+                        visit(&mut state, k, cov);
+                    }
+                }
+            }
+            Ok(state)
+        })
+        .await
+        .map_err(|e| MetaError::Io(format!("metadata task failed: {e}")))?
+    }
+
+    /// Every confirmed-empty session, by series, sorted.
+    pub async fn all_empty_sessions(
+        &self,
+    ) -> Result<std::collections::HashMap<SeriesKey, Vec<chrono::NaiveDate>>, MetaError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT symbol, interval, session FROM empty_sessions ORDER BY symbol, interval, session",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out: std::collections::HashMap<SeriesKey, Vec<chrono::NaiveDate>> =
+                std::collections::HashMap::new();
+            while let Some(r) = rows.next()? {
+                let Ok(interval) = r.get_ref(1)?.as_str()?.parse() else {
+                    continue;
+                };
+                let Ok(d) = chrono::NaiveDate::parse_from_str(r.get_ref(2)?.as_str()?, "%Y-%m-%d")
+                else {
+                    continue;
+                };
+                out.entry(SeriesKey::new(Symbol::opaque(r.get_ref(0)?.as_str()?), interval))
+                    .or_default()
+                    .push(d);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+use std::collections::BTreeMap;
+
+fn decode(blob: &[u8]) -> Result<Bits, MetaError> {
+    Bits::decode(blob).map_err(|e| MetaError::Io(e.to_string()))
+}
+
+fn read_present(
+    tx: &rusqlite::Transaction<'_>,
+    symbol: &str,
+    interval: &str,
+    block: i64,
+) -> Result<Option<Bits>, MetaError> {
+    let blob: Option<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT present FROM coverage WHERE symbol = ?1 AND interval = ?2 AND block = ?3",
+        )?
+        .query_row(params![symbol, interval, block], |r| r.get(0))
+        .optional()?;
+    blob.map(|b| decode(&b)).transpose()
+}
+
+/// Writes a block's `present`, bumping its epoch; `unknown` is set when given, else kept
+/// (0 for a new row).
+fn upsert_present(
+    tx: &rusqlite::Transaction<'_>,
+    symbol: &str,
+    interval: &str,
+    block: i64,
+    present: &Bits,
+    unknown: Option<i64>,
+) -> Result<(), MetaError> {
+    tx.prepare_cached(
+        "INSERT INTO coverage (symbol, interval, block, present, unknown) VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0))
+         ON CONFLICT (symbol, interval, block) DO UPDATE SET present = excluded.present,
+             unknown = coalesce(?5, unknown), epoch = epoch + 1",
+    )?
+    .execute(params![symbol, interval, block, present.encode(), unknown])?;
+    Ok(())
+}
+
+/// Marks `blocks` (created if missing) and the existing blocks overlapping `range` unknown.
+fn mark_unknown(
+    tx: &rusqlite::Transaction<'_>,
+    symbol: &str,
+    interval: Interval,
+    blocks: &[i64],
+    range: Option<TimeRange>,
+) -> Result<(), MetaError> {
+    tx.prepare_cached(COVERAGE_SERIES_MET)?
+        .execute(params![symbol, interval.as_str()])?;
+    for &block in blocks {
+        tx.prepare_cached(
+            "INSERT INTO coverage (symbol, interval, block, present, unknown) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (symbol, interval, block) DO UPDATE SET unknown = 1, epoch = epoch + 1",
+        )?
+        .execute(params![symbol, interval.as_str(), block, Bits::new().encode()])?;
+    }
+    if let Some(r) = range {
+        tx.prepare_cached(
+            "UPDATE coverage SET unknown = 1, epoch = epoch + 1
+             WHERE symbol = ?1 AND interval = ?2 AND block >= ?3 AND block < ?4",
+        )?
+        .execute(params![
+            symbol,
+            interval.as_str(),
+            coverage::block_start(interval, r.start()),
+            r.end()
+        ])?;
+    }
+    Ok(())
+}
+
+fn block_row(r: &rusqlite::Row<'_>) -> Result<(i64, CoverageBlock), MetaError> {
+    let absent = match r.get_ref(4)?.as_blob_or_null()? {
+        Some(b) => decode(b)?,
+        None => Bits::new(),
+    };
+    Ok((
+        r.get(2)?,
+        CoverageBlock {
+            present: decode(r.get_ref(3)?.as_blob()?)?,
+            absent,
+            unknown: r.get::<_, i64>(5)? != 0,
+            epoch: r.get(6)?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod coverage_tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+    /// 2024-01-01T00:00:00Z.
+    const Y2024: i64 = 1_704_067_200;
+
+    fn db() -> (tempfile::TempDir, MetaDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("meta.db")).unwrap();
+        (dir, db)
+    }
+
+    fn key(s: &str) -> SeriesKey {
+        SeriesKey::new(Symbol::opaque(s), Interval::D1)
+    }
+
+    fn days(c: &Coverage) -> Vec<i64> {
+        c.blocks
+            .iter()
+            .flat_map(|(b, x)| x.present.ones().map(move |s| b + s as i64 * DAY))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_add_deletes_clear_and_failures_mark_blocks_unknown() {
+        let (_d, db) = db();
+        let k = key("AAPL");
+        let stamps = [Y2024 - DAY, Y2024, Y2024 + DAY, Y2024 + 2 * DAY];
+        db.coverage_add(&k, Marks::from_stamps(Interval::D1, stamps))
+            .await
+            .unwrap();
+        db.coverage_add(&k, Marks::from_stamps(Interval::D1, [Y2024 + 5 * DAY]))
+            .await
+            .unwrap();
+        let c = db.coverage_of(&k).await.unwrap();
+        assert_eq!(
+            days(&c),
+            [
+                Y2024 - DAY,
+                Y2024,
+                Y2024 + DAY,
+                Y2024 + 2 * DAY,
+                Y2024 + 5 * DAY
+            ]
+        );
+        assert_eq!(c.blocks.len(), 2);
+        assert!(c.unknown_blocks().is_empty());
+
+        db.coverage_clear(&k, TimeRange::new(Y2024 + DAY, Y2024 + 3 * DAY).unwrap())
+            .await
+            .unwrap();
+        let c = db.coverage_of(&k).await.unwrap();
+        assert_eq!(days(&c), [Y2024 - DAY, Y2024, Y2024 + 5 * DAY]);
+
+        // A failed write to a new year, and a failed delete of the old one.
+        db.coverage_unknown(&k, vec![Y2024 + 366 * DAY], None)
+            .await
+            .unwrap();
+        db.coverage_unknown(&k, vec![], TimeRange::new(Y2024 - 10 * DAY, Y2024).ok())
+            .await
+            .unwrap();
+        let c = db.coverage_of(&k).await.unwrap();
+        assert_eq!(c.unknown_blocks(), [Y2024 - 365 * DAY, Y2024 + 366 * DAY]);
+        assert_eq!(days(&c).len(), 3, "unknown blocks keep what they had");
+        // Other series are untouched; a scan over all sees both.
+        db.coverage_add(&key("IBM"), Marks::from_stamps(Interval::D1, [Y2024]))
+            .await
+            .unwrap();
+        let seen = db
+            .coverage_scan(None, Vec::new(), |v, k, c| {
+                v.push((k.symbol.to_string(), c.blocks.len()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, [("AAPL".to_string(), 3), ("IBM".to_string(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_replaces_only_blocks_no_write_touched_meanwhile() {
+        let (_d, db) = db();
+        let k = key("AAPL");
+        db.coverage_unknown(&k, vec![Y2024 - 365 * DAY, Y2024], None)
+            .await
+            .unwrap();
+        let seen = db.coverage_epochs(&k).await.unwrap();
+        // While the rebuild reads the store, a write lands in 2024.
+        db.coverage_add(&k, Marks::from_stamps(Interval::D1, [Y2024 + 9 * DAY]))
+            .await
+            .unwrap();
+        let found = Marks::from_stamps(Interval::D1, [Y2024 - 100 * DAY, Y2024 + DAY]);
+        let all = db
+            .coverage_rebuilt(&k, RebuildScope::Whole, found.clone(), seen)
+            .await
+            .unwrap();
+        assert!(!all);
+        let c = db.coverage_of(&k).await.unwrap();
+        assert_eq!(
+            c.unknown_blocks(),
+            [Y2024],
+            "2024 was written meanwhile: still unknown"
+        );
+        assert_eq!(days(&c), [Y2024 - 100 * DAY, Y2024 + 9 * DAY]);
+        assert!(!db.coverage_series().await.unwrap()[&k]);
+        // Again, undisturbed: replaced, and the series is built.
+        let seen = db.coverage_epochs(&k).await.unwrap();
+        let found = Marks::from_stamps(
+            Interval::D1,
+            [Y2024 - 100 * DAY, Y2024 + DAY, Y2024 + 9 * DAY],
+        );
+        assert!(
+            db.coverage_rebuilt(&k, RebuildScope::Whole, found, seen)
+                .await
+                .unwrap()
+        );
+        let c = db.coverage_of(&k).await.unwrap();
+        assert!(c.unknown_blocks().is_empty());
+        assert_eq!(days(&c).len(), 3);
+        assert!(db.coverage_series().await.unwrap()[&k]);
+    }
+
+    #[tokio::test]
+    async fn series_met_after_seeding_are_built_and_crashed_writes_are_unknown() {
+        let (_d, db) = db();
+        db.coverage_add(&key("OLD"), Marks::from_stamps(Interval::D1, [Y2024]))
+            .await
+            .unwrap();
+        assert!(!db.coverage_seeded().await.unwrap());
+        db.coverage_seed(vec![key("OLD"), key("EXT")])
+            .await
+            .unwrap();
+        assert!(db.coverage_seeded().await.unwrap());
+        db.coverage_add(&key("NEW"), Marks::from_stamps(Interval::D1, [Y2024]))
+            .await
+            .unwrap();
+        let states = db.coverage_series().await.unwrap();
+        assert_eq!(
+            (
+                states[&key("OLD")],
+                states[&key("EXT")],
+                states[&key("NEW")]
+            ),
+            (false, false, true)
+        );
+        // A write a crash left pending.
+        let r = TimeRange::new(Y2024 + 400 * DAY, Y2024 + 401 * DAY).unwrap();
+        db.begin_change(ChangeKind::Bars, &ChangeTarget::Series(key("NEW")), r, 1)
+            .await
+            .unwrap();
+        assert_eq!(db.coverage_recover_pending().await.unwrap(), 1);
+        assert_eq!(
+            db.coverage_of(&key("NEW")).await.unwrap().unknown_blocks(),
+            [Y2024 + 366 * DAY]
+        );
+    }
+
+    #[tokio::test]
+    async fn absent_slots_survive_writes_and_rebuilds() {
+        let (_d, db) = db();
+        let k = key("AAPL");
+        db.coverage_absent(&k, Marks::from_stamps(Interval::D1, [Y2024 + 3 * DAY]))
+            .await
+            .unwrap();
+        db.coverage_add(&k, Marks::from_stamps(Interval::D1, [Y2024]))
+            .await
+            .unwrap();
+        let seen = db.coverage_epochs(&k).await.unwrap();
+        db.coverage_rebuilt(
+            &k,
+            RebuildScope::Blocks(vec![Y2024]),
+            Marks::new(Interval::D1),
+            seen,
+        )
+        .await
+        .unwrap();
+        let c = db.coverage_of(&k).await.unwrap();
+        let b = &c.blocks[&Y2024];
+        assert!(b.present.is_empty());
+        assert_eq!(b.absent.ones().collect::<Vec<_>>(), [3]);
     }
 }

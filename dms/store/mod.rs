@@ -7,6 +7,7 @@
 //! invalidation and spooling wrap it in [`crate::ingest`].
 
 pub mod chunk;
+pub mod coverage;
 pub mod embedded;
 pub mod influx;
 pub mod meta;

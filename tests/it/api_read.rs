@@ -328,7 +328,9 @@ async fn series_quality_and_actions_answer() {
     assert_eq!(aapl["interval"], "1d");
     assert_eq!(aapl["first"], "2024-01-02T00:00:00Z");
     assert_eq!(aapl["count"], 400);
-    assert!(aapl["gaps"].is_null() && aapl["stale"].is_null());
+    // Every day from 2024-01-02 for 400 days: no session is missing; the last bar is old.
+    assert_eq!(aapl["gaps"], 0, "{aapl}");
+    assert_eq!(aapl["stale"], true, "{aapl}");
     // Written just now, through the change log.
     let updated = dms::domain::time::parse_instant(aapl["last_update"].as_str().unwrap()).unwrap();
     assert!(

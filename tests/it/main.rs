@@ -6,6 +6,7 @@ mod api_read;
 mod cli;
 mod dashboard;
 mod futu;
+mod gaps;
 mod helpers;
 mod influx;
 mod integrity;
