@@ -266,7 +266,7 @@ async fn run() {
                 enc.begin(&mut out).unwrap();
                 for start in (0..100_000).step_by(14_400) {
                     let part = cols.slice(start, (100_000 - start).min(14_400));
-                    enc.series("BIG000", &part, &mut out).unwrap();
+                    enc.part("BIG000", 0, &part, &mut out).unwrap();
                 }
                 enc.finish(&mut out).unwrap();
                 size = out.buf.len();

@@ -94,7 +94,9 @@ impl From<crate::reader::ReadError> for ApiError {
                 ApiError::InvalidArgument(e.to_string())
             }
             crate::reader::ReadError::Store(s) => s.into(),
-            crate::reader::ReadError::Encode(_) => ApiError::Internal(e.to_string()),
+            crate::reader::ReadError::Encode(_) | crate::reader::ReadError::Interrupted(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

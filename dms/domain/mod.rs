@@ -16,5 +16,5 @@ pub use action::{ActionKind, CorporateAction};
 pub use bar::{Bar, BarError, SourceKind};
 pub use interval::Interval;
 pub use market::Market;
-pub use range::{RangeError, TimeRange};
+pub use range::{RangeError, Tiling, TimeRange};
 pub use symbol::{SeriesKey, Symbol, SymbolError};

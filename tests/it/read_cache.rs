@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use dms::domain::{Bar, CorporateAction, Interval, SeriesKey, Symbol, TimeRange};
 use dms::format::Format;
 use dms::ingest::Writer;
-use dms::reader::{BarsQuery, Reader, cache::chunk_start};
+use dms::reader::{BarsQuery, Reader, cache::chunk_tiling};
 use dms::store::embedded::EmbeddedStore;
 use dms::store::meta::MetaDb;
 use dms::store::{SeriesStats, Store, StoreError, StoreHealth};
@@ -320,7 +320,7 @@ async fn concurrent_readers_during_writes_never_see_a_torn_chunk_or_an_old_write
                     let mut by_chunk = std::collections::BTreeMap::<i64, Vec<f64>>::new();
                     for (ts, c) in &got {
                         by_chunk
-                            .entry(chunk_start(Interval::D1, *ts))
+                            .entry(chunk_tiling(Interval::D1).start_of(*ts))
                             .or_default()
                             .push(*c);
                     }
