@@ -128,7 +128,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pieces of body a streamed response holds ready for its client.
 const BODY_PIECES: usize = 4;
 
-/// Bytes of pass-0 chunks one JSON response pins for its later passes (per symbol).
+/// Bytes of pass-0 chunks one JSON response pins for its later passes (per symbol; the default
+/// of [`Reader::with_pin_bytes`]).
 pub const PIN_BYTES: usize = 16 << 20;
 
 /// Results of at most this many bars whose chunks are all cached are encoded in the request's
@@ -253,6 +254,7 @@ pub struct Reader {
     encoders: Arc<Semaphore>,
     encoder_permits: usize,
     write_timeout: Option<Duration>,
+    pin_bytes: usize,
     counters: Arc<StreamCounters>,
 }
 
@@ -269,8 +271,16 @@ impl Reader {
             encoders: Arc::new(Semaphore::new(permits)),
             encoder_permits: permits,
             write_timeout: Some(WRITE_TIMEOUT),
+            pin_bytes: PIN_BYTES,
             counters: Arc::default(),
         }
+    }
+
+    /// The same reader pinning at most `bytes` of a symbol's chunks for the later passes of a
+    /// JSON response ([`PIN_BYTES`] by default; 0 reloads every chunk for every column).
+    pub fn with_pin_bytes(mut self, bytes: usize) -> Reader {
+        self.pin_bytes = bytes;
+        self
     }
 
     /// The same reader with another write timeout (`None`: wait for the consumer forever,
@@ -499,6 +509,7 @@ impl Reader {
             self.store.clone(),
             q.clone(),
             parts_of(planned, enc.passes()),
+            self.pin_bytes,
             part_tx,
         ));
         let driver = Driver {
@@ -536,17 +547,21 @@ impl Reader {
 
 /// The loader: fetches the parts' chunks through the cache, [`LOAD_CONCURRENCY`] at a time,
 /// and sends them on in order. For a multi-pass encoder (JSON) it keeps each symbol's pass-0
-/// chunks for the later passes while they fit in [`PIN_BYTES`], and checks chunks loaded
-/// again against their pass-0 fingerprint.
+/// chunks for the later passes while they fit in `pin_bytes`, and checks chunks loaded again
+/// against their pass-0 fingerprint.
 async fn load_parts(
     cache: Arc<ChunkCache>,
     store: Arc<dyn Store>,
     q: Arc<BarsQuery>,
     parts: impl Iterator<Item = Part> + Send + 'static,
+    pin_bytes: usize,
     tx: mpsc::Sender<Result<Resolved, ReadError>>,
 ) {
     let fields = q.fields();
-    let pins: Arc<Mutex<Pins>> = Arc::default();
+    let pins = Arc::new(Mutex::new(Pins {
+        budget: pin_bytes,
+        ..Pins::default()
+    }));
     let mut loads = futures::stream::iter(parts)
         .map(|p| {
             let (cache, store) = (cache.clone(), store.clone());
@@ -587,6 +602,8 @@ async fn load_parts(
 /// A JSON response's memory of the current symbol's pass-0 chunks.
 #[derive(Default)]
 struct Pins {
+    /// Bytes it may keep.
+    budget: usize,
     symbol: usize,
     /// Parts kept whole, by position among the symbol's chunks.
     kept: HashMap<usize, Columns>,
@@ -606,12 +623,13 @@ impl Pins {
         if part.pass == 0 {
             if self.symbol != part.symbol {
                 *self = Pins {
+                    budget: self.budget,
                     symbol: part.symbol,
                     ..Pins::default()
                 };
             }
             let size = part.cols.bytes();
-            if self.kept_bytes + size <= PIN_BYTES {
+            if self.kept_bytes + size <= self.budget {
                 self.kept_bytes += size;
                 self.kept.insert(i, part.cols.clone());
             } else {
