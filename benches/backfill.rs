@@ -61,7 +61,7 @@ async fn run() {
         std::iter::empty(),
     )
     .unwrap();
-    let services = Services::open(config).await.unwrap();
+    let services = Services::open(config, "bench").await.unwrap();
     let start = chrono::DateTime::from_timestamp(now - 10 * 365 * 86_400, 0)
         .unwrap()
         .format("%Y-%m-%d")

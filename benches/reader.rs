@@ -409,7 +409,8 @@ async fn serve(store: Arc<dyn Store>, dir: &Path, cache_bytes: u64) -> Server {
         dir.join("logs")
     );
     let config = Config::from_yaml(&yaml, std::iter::empty()).expect("config");
-    let services = Services::with_primary(config, store)
+    let lock = dms::services::lock_data_dir(&config, "bench").expect("data dir");
+    let services = Services::with_primary(config, store, lock)
         .await
         .expect("services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

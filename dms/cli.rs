@@ -1,6 +1,9 @@
-//! The `dms` command line (DESIGN §3). Parsing with `clap`; each command runs against the
-//! running server when one answers at `server.bind` and changes data, otherwise in-process on
-//! the same stores. Exit codes: 0 success, 1 failure (one line naming the cause), 2 bad usage.
+//! The `dms` command line (DESIGN §3). Parsing with `clap`. Every command that touches data
+//! goes through the server that holds the data directory when one does (so its cache, locks
+//! and rate limits see everything), and otherwise takes the directory itself and runs
+//! in-process on the same stores ([`Target`]). Which one is decided by the data directory's
+//! lock ([`crate::datadir`]), never by timing. Exit codes: 0 success, 1 failure (one line
+//! naming the cause), 2 bad usage.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,14 +13,16 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
 use crate::api::{parse_interval, parse_range, parse_symbols};
-use crate::app::{App, Services, shutdown_on_signals};
+use crate::app::{App, shutdown_on_signals};
 use crate::config::Config;
+use crate::datadir::{self, Acquired, DataDirLock};
 use crate::domain::Symbol;
 use crate::format::Format;
 use crate::import::{FileReport, ImportReport};
 use crate::maintain::backfill::BackfillCounters;
 use crate::maintain::jobs::{JobSpec, Task};
 use crate::reader::BarsQuery;
+use crate::services::{Services, busy_message};
 
 const DEFAULT_CONFIG: &str = "config/dms.yaml";
 
@@ -202,37 +207,96 @@ async fn serve(config: Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The base URL of a server answering at `server.bind`, if one does.
-async fn running_server(config: &Config) -> Option<String> {
-    let mut addr = config.server.bind;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let base = format!("http://{addr}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .ok()?;
-    let resp = client.get(format!("{base}/health")).send().await.ok()?;
-    resp.headers()
-        .get("content-type")?
-        .to_str()
-        .ok()?
-        .starts_with("application/json")
-        .then_some(base)
+/// Where a data command runs.
+enum Target {
+    /// Through the `dms serve` that holds the data directory.
+    Server(Remote),
+    /// In this process, which now holds the data directory.
+    Local(Box<Services>),
 }
 
-fn admin_client(config: &Config) -> Result<(reqwest::Client, Option<String>), CliError> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3600))
-        .build()?;
-    Ok((
-        client,
-        config
-            .server
-            .admin_token()
-            .map(|t| format!("Bearer {}", t.expose())),
-    ))
+/// A running server and how to authenticate to it.
+struct Remote {
+    base: String,
+    client: reqwest::Client,
+    /// `Bearer <token>`: the admin token when set, else the read token.
+    auth: Option<String>,
+}
+
+impl Remote {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            Some(a) => r.header("authorization", a),
+            None => r,
+        }
+    }
+
+    /// Sends a request and decodes a JSON answer; a non-2xx answer is an error naming the
+    /// server's message.
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, CliError> {
+        let resp = req.send().await.map_err(|e| fail(format!("server: {e}")))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| fail(format!("server: {e}")))?;
+        if !status.is_success() {
+            return Err(server_error(status, &body));
+        }
+        Ok(body)
+    }
+}
+
+fn server_error(status: reqwest::StatusCode, body: &serde_json::Value) -> CliError {
+    let msg = body["error"]["message"]
+        .as_str()
+        .unwrap_or("request failed");
+    let code = if status.is_client_error() && status != reqwest::StatusCode::CONFLICT {
+        // The server refused the request itself (bad argument, unknown symbol, ...).
+        2
+    } else {
+        1
+    };
+    CliError {
+        message: format!("server: {msg}"),
+        code,
+    }
+}
+
+/// How long a command waits for a `dms serve` that holds the directory but is still starting
+/// (opening its stores) to publish its address.
+const SERVER_START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Finds the server holding the data directory, or takes the directory for `command`.
+async fn target(config: Config, command: &str) -> Result<Target, CliError> {
+    let dir = config.storage.data_dir.clone();
+    loop {
+        match DataDirLock::try_acquire(&dir, command)? {
+            Acquired::Mine(lock) => {
+                return Ok(Target::Local(Box::new(
+                    Services::open_locked(config, lock).await?,
+                )));
+            }
+            Acquired::Held(_) => match datadir::serving_holder(&dir, SERVER_START_PATIENCE).await {
+                Ok(Some(h)) => {
+                    let base = h.base_url().expect("a serving holder has an address");
+                    let client = reqwest::Client::builder()
+                        .connect_timeout(Duration::from_secs(10))
+                        .build()?;
+                    let auth = config
+                        .server
+                        .admin_token()
+                        .or_else(|| config.server.read_token())
+                        .map(|t| format!("Bearer {}", t.expose()));
+                    return Ok(Target::Server(Remote { base, client, auth }));
+                }
+                // Released meanwhile: try to take it.
+                Ok(None) => continue,
+                Err(h) => return Err(fail(busy_message(&dir, Some(h)))),
+            },
+        }
+    }
 }
 
 async fn import(
@@ -243,43 +307,30 @@ async fn import(
 ) -> Result<(), CliError> {
     let interval = parse_interval(Some(interval)).map_err(usage)?;
     let symbol = symbol.map(Symbol::parse).transpose().map_err(usage)?;
-    let report = if let Some(base) = running_server(&config).await {
-        let abs =
-            std::fs::canonicalize(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        let (client, auth) = admin_client(&config)?;
-        let mut req = client.post(format!("{base}/api/v1/import")).json(&serde_json::json!({
-            "path": abs, "interval": interval.as_str(), "symbol": symbol.as_ref().map(|s| s.as_str()),
-        }));
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
+    let files = crate::source::files::list_files(path)?;
+    let bar = progress(files.len() as u64, "importing");
+    let report = match target(config, "import").await? {
+        // Each file is uploaded: the server may not see this machine's files, and must not
+        // read paths outside its own drop folder.
+        Target::Server(remote) => {
+            let mut report = ImportReport::default();
+            for file in files {
+                let f = upload(&remote, &file, interval, symbol.as_ref()).await?;
+                bar.inc(1);
+                bar.suspend(|| print_file(&f));
+                report.files.push(f);
+            }
+            report
         }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
-            let msg = body["error"]["message"]
-                .as_str()
-                .unwrap_or("request failed");
-            return Err(fail(format!("server: {msg}")));
-        }
-        let report: ImportReport = serde_json::from_value(body)?;
-        for f in &report.files {
-            print_file(f);
-        }
-        report
-    } else {
-        let services = Services::open(config).await?;
-        let files = crate::source::files::list_files(path)?;
-        let bar = progress(files.len() as u64, "importing");
-        let report =
+        Target::Local(services) => {
             crate::import::import_path(&services.writer, path, interval, symbol.as_ref(), |f| {
                 bar.inc(1);
                 bar.suspend(|| print_file(f));
             })
-            .await?;
-        bar.finish_and_clear();
-        report
+            .await?
+        }
     };
+    bar.finish_and_clear();
     let t = report.total();
     println!(
         "imported {}: {} series, {} bars read, {} written, {} quarantined, {} no-trade rows skipped",
@@ -295,6 +346,42 @@ async fn import(
             },
         )),
     }
+}
+
+/// Streams one file to `POST /api/v1/import` as the request body.
+async fn upload(
+    remote: &Remote,
+    file: &Path,
+    interval: crate::domain::Interval,
+    symbol: Option<&Symbol>,
+) -> Result<FileReport, CliError> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    let len = f.metadata().await.map(|m| m.len()).ok();
+    let body =
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024));
+    let mut query = vec![("interval", interval.as_str().to_string()), ("name", name)];
+    if let Some(s) = symbol {
+        query.push(("symbol", s.to_string()));
+    }
+    let mut req = remote
+        .request(reqwest::Method::POST, "/api/v1/import")
+        .query(&query)
+        .header("content-type", crate::import::content_type_of(file))
+        .body(body);
+    if let Some(len) = len {
+        req = req.header("content-length", len);
+    }
+    let mut report: ImportReport = serde_json::from_value(remote.json(req).await?)?;
+    let mut f = report.files.pop().unwrap_or_default();
+    // Report the file under the name the user gave.
+    f.file = file.display().to_string();
+    Ok(f)
 }
 
 fn print_file(f: &FileReport) {
@@ -322,22 +409,58 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(), CliError> {
-    let services = Services::open(config).await?;
-    // The same call the API makes, so the bytes are the same.
-    let body = services.reader.read(q).await?;
     let mut out: Box<dyn Write + Send> = match output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| fail(format!("{}: {e}", p.display())))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    match body {
-        crate::reader::Body::Full(bytes) => out.write_all(&bytes)?,
-        crate::reader::Body::Stream(mut stream) => {
+    match target(config, "read").await? {
+        // The same bytes as the in-process read: the server runs the same `Reader::read`.
+        Target::Server(remote) => {
+            let mut query = vec![
+                (
+                    "symbols",
+                    q.symbols
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                ("interval", q.interval.as_str().to_string()),
+                ("format", q.format.as_str().to_string()),
+                ("adjusted", q.adjusted.to_string()),
+            ];
+            if q.range.start() != crate::domain::TimeRange::ALL.start() {
+                query.push(("start", crate::domain::time::rfc3339(q.range.start())));
+            }
+            if q.range.end() != crate::domain::TimeRange::ALL.end() {
+                query.push(("end", crate::domain::time::rfc3339(q.range.end())));
+            }
+            let resp = remote
+                .request(reqwest::Method::GET, "/api/v1/bars")
+                .query(&query)
+                .send()
+                .await
+                .map_err(|e| fail(format!("server: {e}")))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                return Err(server_error(status, &body));
+            }
+            let mut stream = resp.bytes_stream();
             while let Some(piece) = stream.next().await {
-                out.write_all(&piece?)?;
+                out.write_all(&piece.map_err(|e| fail(format!("server: {e}")))?)?;
             }
         }
+        Target::Local(services) => match services.reader.read(q).await? {
+            crate::reader::Body::Full(bytes) => out.write_all(&bytes)?,
+            crate::reader::Body::Stream(mut stream) => {
+                while let Some(piece) = stream.next().await {
+                    out.write_all(&piece?)?;
+                }
+            }
+        },
     }
     out.flush()?;
     Ok(())
@@ -347,66 +470,56 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
 /// its summary. Fails when the job did.
 async fn run_job(config: Config, spec: JobSpec, task: Task) -> Result<(), CliError> {
     let started = std::time::Instant::now();
-    let (status, counters, errors) = if let Some(base) = running_server(&config).await {
-        let (client, auth) = admin_client(&config)?;
-        let with_auth = |r: reqwest::RequestBuilder| match &auth {
-            Some(a) => r.header("authorization", a),
-            None => r,
-        };
-        let resp = with_auth(client.post(format!("{base}/api/v1/jobs")).json(&spec))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
-            return Err(fail(format!(
-                "server: {}",
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("request failed")
-            )));
-        }
-        let id = body["id"]
-            .as_u64()
-            .ok_or_else(|| fail("server: no job id in the reply"))?;
-        eprintln!("job {id} submitted to {base}");
-        let bar = progress(0, task.name());
-        let job = loop {
-            let job: serde_json::Value = with_auth(client.get(format!("{base}/api/v1/jobs/{id}")))
-                .send()
-                .await?
-                .json()
+    let (status, counters, errors) = match target(config, task.name()).await? {
+        Target::Server(remote) => {
+            let body = remote
+                .json(
+                    remote
+                        .request(reqwest::Method::POST, "/api/v1/jobs")
+                        .json(&spec),
+                )
                 .await?;
-            bar.set_length(job["progress"]["total"].as_u64().unwrap_or(0));
-            bar.set_position(job["progress"]["done"].as_u64().unwrap_or(0));
-            if matches!(
-                job["status"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
-                break job;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        bar.finish_and_clear();
-        (
-            job["status"].as_str().unwrap_or("failed").to_string(),
-            job["counters"].clone(),
-            serde_json::from_value::<Vec<String>>(job["errors"].clone()).unwrap_or_default(),
-        )
-    } else {
-        let services = Services::open(config).await?;
-        let bar = progress(0, task.name());
-        let job = services
-            .jobs
-            .run_inline(task, |ctx| {
-                let (done, total) = ctx.progress();
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await?;
-        bar.finish_and_clear();
-        let errors = serde_json::from_value::<Vec<String>>(job.errors.clone()).unwrap_or_default();
-        (job.status, job.counters, errors)
+            let id = body["id"]
+                .as_u64()
+                .ok_or_else(|| fail("server: no job id in the reply"))?;
+            eprintln!("job {id} submitted to {}", remote.base);
+            let bar = progress(0, task.name());
+            let job = loop {
+                let job = remote
+                    .json(remote.request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}")))
+                    .await?;
+                bar.set_length(job["progress"]["total"].as_u64().unwrap_or(0));
+                bar.set_position(job["progress"]["done"].as_u64().unwrap_or(0));
+                if matches!(
+                    job["status"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                ) {
+                    break job;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            bar.finish_and_clear();
+            (
+                job["status"].as_str().unwrap_or("failed").to_string(),
+                job["counters"].clone(),
+                serde_json::from_value::<Vec<String>>(job["errors"].clone()).unwrap_or_default(),
+            )
+        }
+        Target::Local(services) => {
+            let bar = progress(0, task.name());
+            let job = services
+                .jobs
+                .run_inline(task, |ctx| {
+                    let (done, total) = ctx.progress();
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
+            bar.finish_and_clear();
+            let errors =
+                serde_json::from_value::<Vec<String>>(job.errors.clone()).unwrap_or_default();
+            (job.status, job.counters, errors)
+        }
     };
     let c: BackfillCounters = serde_json::from_value(counters).unwrap_or_default();
     for e in &errors {

@@ -80,6 +80,12 @@ pub struct ServerConfig {
     pub read_token_env: String,
     /// Largest request body accepted, in bytes (not in DESIGN §2; default 1 MiB).
     pub max_body_bytes: u64,
+    /// Largest file `POST /api/v1/import` accepts as an upload (not in DESIGN §2; default
+    /// 4 GiB).
+    pub max_upload_bytes: u64,
+    /// Host names (besides the bind address and `localhost`) that requests may name in their
+    /// `Host` header: the guard against DNS rebinding (not in DESIGN §2; default none).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServerConfig {
@@ -617,6 +623,8 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         admin_token_env: d.field(&mut s, "admin_token_env", "DMS_ADMIN_TOKEN".to_string()),
         read_token_env: d.field(&mut s, "read_token_env", "DMS_READ_TOKEN".to_string()),
         max_body_bytes: d.field(&mut s, "max_body_bytes", 1 << 20),
+        max_upload_bytes: d.field(&mut s, "max_upload_bytes", 4 << 30),
+        allowed_hosts: d.field(&mut s, "allowed_hosts", Vec::new()),
     };
     d.finish(s);
 

@@ -5,7 +5,7 @@
 //! through [`crate::ingest::Writer::ingest`] like any other write: validated, rejections
 //! quarantined, the rest written and logged in the change log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::domain::{Interval, Symbol};
 use crate::ingest::{IngestReport, WriteError, Writer};
@@ -60,24 +60,131 @@ impl ImportReport {
 pub enum ImportError {
     #[error(transparent)]
     File(#[from] FileError),
+    /// A path the server was asked to read is not inside its drop folder.
+    #[error(
+        "{path}: only files inside sources.files.dir ({dir}) can be imported by path; upload the file instead"
+    )]
+    Outside { path: String, dir: String },
     /// The primary failed: the import stops (a later file would fail the same way).
     #[error(transparent)]
     Write(#[from] WriteError),
 }
 
-/// Imports a file or every CSV/Parquet file of a directory. `on_file` is called after each
-/// file (progress reporting).
+/// Imports a file or every CSV/Parquet file of a directory (the CLI in-process: the user's own
+/// files). `on_file` is called after each file (progress reporting).
 pub async fn import_path(
     writer: &Writer,
     path: &Path,
     interval: Interval,
     symbol: Option<&Symbol>,
+    on_file: impl FnMut(&FileReport),
+) -> Result<ImportReport, ImportError> {
+    let files = files::list_files(path)?
+        .into_iter()
+        .map(|p| (p.display().to_string(), p))
+        .collect();
+    import_files(writer, files, interval, symbol, on_file).await
+}
+
+/// Imports a path named by a remote caller: only what resolves (symlinks included) inside
+/// `dir`, the configured drop folder. A relative path is taken relative to `dir`; every file
+/// of a directory is checked too (a symlink inside may point anywhere). Reports name files
+/// relative to `dir`.
+pub async fn import_confined(
+    writer: &Writer,
+    dir: &Path,
+    requested: &Path,
+    interval: Interval,
+    symbol: Option<&Symbol>,
+) -> Result<ImportReport, ImportError> {
+    let root = confine(dir, dir, requested)?;
+    let mut files = Vec::new();
+    for p in files::list_files(&root)? {
+        let real = confine(dir, &root, &p)?;
+        let shown = real
+            .strip_prefix(canonical(dir).unwrap_or_default())
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| real.display().to_string());
+        files.push((shown, real));
+    }
+    import_files(writer, files, interval, symbol, |_| {}).await
+}
+
+/// Resolves `requested` (relative to `base`) and checks it lies inside `dir`.
+fn confine(dir: &Path, base: &Path, requested: &Path) -> Result<PathBuf, ImportError> {
+    let outside = || ImportError::Outside {
+        path: requested.display().to_string(),
+        dir: dir.display().to_string(),
+    };
+    let root = canonical(dir).map_err(|_| outside())?;
+    let joined = base.join(requested);
+    match canonical(&joined) {
+        Ok(real) if real.starts_with(&root) => Ok(real),
+        Ok(_) => Err(outside()),
+        // Say "not found" only for paths that are lexically inside: whether a file exists
+        // elsewhere on the server is not the caller's business.
+        Err(e) if lexically_inside(&root, &joined) => Err(FileError::Unreadable {
+            file: requested.display().to_string(),
+            reason: e.kind().to_string(),
+        }
+        .into()),
+        Err(_) => Err(outside()),
+    }
+}
+
+fn canonical(p: &Path) -> std::io::Result<PathBuf> {
+    std::fs::canonicalize(p)
+}
+
+/// Whether `p`, with `.` and `..` resolved lexically, lies inside `root`.
+fn lexically_inside(root: &Path, p: &Path) -> bool {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out.starts_with(root)
+}
+
+/// Imports one uploaded file (stored by the API in a private temporary directory), reported
+/// under `name`.
+pub async fn import_upload(
+    writer: &Writer,
+    stored: PathBuf,
+    name: &str,
+    interval: Interval,
+    symbol: Option<&Symbol>,
+) -> Result<ImportReport, ImportError> {
+    import_files(
+        writer,
+        vec![(name.to_string(), stored)],
+        interval,
+        symbol,
+        |_| {},
+    )
+    .await
+}
+
+/// Parses each file whole, then writes its bars through the write path.
+async fn import_files(
+    writer: &Writer,
+    files: Vec<(String, PathBuf)>,
+    interval: Interval,
+    symbol: Option<&Symbol>,
     mut on_file: impl FnMut(&FileReport),
 ) -> Result<ImportReport, ImportError> {
-    let paths = files::list_files(path)?;
     let mut report = ImportReport::default();
-    for p in paths {
-        let display = p.display().to_string();
+    for (display, p) in files {
         let sym = symbol.cloned();
         let parsed =
             tokio::task::spawn_blocking(move || files::read_file(&p, interval, sym.as_ref()))
@@ -116,3 +223,18 @@ pub async fn import_path(
     }
     Ok(report)
 }
+
+/// The media type an upload of `path` is sent with (`POST /api/v1/import`).
+pub fn content_type_of(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("parquet") => PARQUET_MEDIA_TYPE,
+        _ => "text/csv",
+    }
+}
+
+/// Parquet's registered media type.
+pub const PARQUET_MEDIA_TYPE: &str = "application/vnd.apache.parquet";

@@ -1,27 +1,43 @@
-//! The write path around the primary store: every accepted write goes through [`Writer`].
+//! The write path around the primary store: every change to the primary goes through
+//! [`Writer`].
 //!
-//! For a batch of raw bars of one series, [`Writer::ingest`]:
-//! 1. validates them ([`crate::validate`]) and quarantines the rejections in the metadata db;
-//! 2. reserves a change-log sequence number (state `pending`);
-//! 3. writes the validated batch to the primary;
-//! 4. tells every [`WriteListener`] which range changed (the reader cache drops those chunks),
-//!    *before* the write is acknowledged;
-//! 5. commits the change-log entry, so replication may ship it, and counts metrics.
+//! For a batch of raw bars of one series, [`Writer::ingest`] validates them
+//! ([`crate::validate`]), quarantines the rejections in the metadata db and writes the rest.
+//! Every change — [`Writer::write`] (a validated batch), [`Writer::delete`] (a range),
+//! [`Writer::write_actions`] (corporate actions) — then runs the same protocol:
+//! 1. reserve a change-log sequence number (state `pending`);
+//! 2. apply the change to the primary;
+//! 3. tell every [`WriteListener`] which range changed (the reader cache drops those chunks) —
+//!    *whatever the primary answered*, since a failed write may have landed in part;
+//! 4. settle the entry: `committed` on success, `uncertain` on failure (the primary may hold
+//!    all, part or none of it; replication re-ships the range as the primary holds it and
+//!    verification re-checks it). No entry is ever removed: the change log never under-reports.
 //!
-//! If the primary fails, the pending entry is removed and the error returned with the batch
-//! untouched, so the caller can retry or spool it.
+//! # Cancel safety
+//! Steps 1–4 run on a task of their own, spawned before the first step: once a change has
+//! started, it completes even if the caller's future is dropped (a cancelled job, a client
+//! that went away). So the store, the cache and the change log always end in agreement, and a
+//! pending entry exists only while its write is in flight (or after a crash, which start-up
+//! recovery marks uncertain).
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::domain::{Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
-use crate::store::meta::{MetaDb, MetaError};
+use crate::store::meta::{ChangeKind, ChangeTarget, MetaDb, MetaError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{labels, metrics};
 use crate::validate::{self, Context, Rejection, ValidatedBatch};
 
-/// Told about every range whose bars changed, before the write is acknowledged.
+/// Told about every range whose bars changed (or may have changed), before the change is
+/// acknowledged.
 pub trait WriteListener: Send + Sync {
     fn touched(&self, series: &SeriesKey, range: TimeRange);
+
+    /// Corporate actions of `symbol` changed within `range`.
+    fn actions_touched(&self, symbol: &Symbol, range: TimeRange) {
+        let _ = (symbol, range);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +46,10 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// The task applying the change panicked (a bug); its entry was left pending and start-up
+    /// recovery marks it uncertain.
+    #[error("write task failed: {0}")]
+    Aborted(String),
 }
 
 impl WriteError {
@@ -48,6 +68,9 @@ pub struct IngestReport {
     pub rejected: u64,
     /// The change-log sequence number of the write, when there was one.
     pub seq: Option<u64>,
+    /// Time spent validating (stage timing of backfills).
+    #[serde(skip)]
+    pub validate_time: Duration,
 }
 
 impl std::ops::AddAssign for IngestReport {
@@ -55,6 +78,47 @@ impl std::ops::AddAssign for IngestReport {
         self.written += o.written;
         self.rejected += o.rejected;
         self.seq = o.seq.or(self.seq);
+        self.validate_time += o.validate_time;
+    }
+}
+
+/// One change to the primary.
+enum Op {
+    Write(ValidatedBatch),
+    Delete(SeriesKey, TimeRange),
+    Actions(Symbol, Vec<CorporateAction>, TimeRange),
+}
+
+impl Op {
+    fn kind(&self) -> ChangeKind {
+        match self {
+            Op::Write(_) => ChangeKind::Bars,
+            Op::Delete(..) => ChangeKind::Delete,
+            Op::Actions(..) => ChangeKind::Actions,
+        }
+    }
+
+    fn target(&self) -> ChangeTarget {
+        match self {
+            Op::Write(b) => ChangeTarget::Series(b.series().clone()),
+            Op::Delete(s, _) => ChangeTarget::Series(s.clone()),
+            Op::Actions(s, ..) => ChangeTarget::Symbol(s.clone()),
+        }
+    }
+
+    fn range(&self) -> TimeRange {
+        match self {
+            Op::Write(b) => b.range(),
+            Op::Delete(_, r) | Op::Actions(_, _, r) => *r,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            Op::Write(b) => b.len() as u64,
+            Op::Delete(..) => 0,
+            Op::Actions(_, a, _) => a.len() as u64,
+        }
     }
 }
 
@@ -98,15 +162,18 @@ impl Writer {
         bars: Vec<Bar>,
         ctx: &Context,
     ) -> Result<IngestReport, WriteError> {
+        let t = std::time::Instant::now();
         let validated = validate::validate(series, bars, ctx);
+        let validate_time = t.elapsed();
         let rejected = self.quarantine(&validated.rejections).await?;
         let mut report = IngestReport {
             rejected,
+            validate_time,
             ..IngestReport::default()
         };
         if let Some(batch) = validated.batch {
-            report.seq = Some(self.write(&batch).await?);
             report.written = batch.len() as u64;
+            report.seq = Some(self.write(batch).await?);
         }
         Ok(report)
     }
@@ -125,66 +192,115 @@ impl Writer {
     }
 
     /// Writes a validated batch through the change log; returns its sequence number.
-    pub async fn write(&self, batch: &ValidatedBatch) -> Result<u64, WriteError> {
-        let series = batch.series();
-        let range = batch.range();
-        let seq = self
-            .meta
-            .begin_change(series, range, batch.len() as u64)
-            .await?;
-        if let Err(e) = self.primary.write(batch).await {
-            // Best effort: a leftover pending entry is committed at start-up, which only
-            // re-ships a range; the caller gets the primary's error either way.
-            let _ = self.meta.abort_change(seq).await;
-            return Err(e.into());
-        }
-        self.notify(series, range);
-        self.meta.commit_change(seq).await?;
-        metrics()
-            .bars_written
-            .get_or_create(&labels([
-                ("store", "primary"),
-                ("interval", series.interval.as_str()),
-            ]))
-            .inc_by(batch.len() as u64);
-        Ok(seq)
+    pub async fn write(&self, batch: impl Into<ValidatedBatch>) -> Result<u64, WriteError> {
+        self.apply(Op::Write(batch.into()))
+            .await
+            .map(|(seq, _)| seq)
     }
 
-    /// Deletes a range of a series through the change log (so backups delete it too).
+    /// Deletes a range of a series through the change log (so backups delete it too); returns
+    /// how many bars were removed.
     pub async fn delete(&self, series: &SeriesKey, range: TimeRange) -> Result<u64, WriteError> {
-        let seq = self.meta.begin_change(series, range, 0).await?;
-        let removed = match self.primary.delete(series, range).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = self.meta.abort_change(seq).await;
-                return Err(e.into());
-            }
-        };
-        self.notify(series, range);
-        self.meta.commit_change(seq).await?;
-        Ok(removed)
+        self.apply(Op::Delete(series.clone(), range))
+            .await
+            .map(|(_, n)| n)
     }
 
-    /// Stores corporate actions of a symbol.
+    /// Stores corporate actions of a symbol through the change log.
     pub async fn write_actions(
         &self,
         symbol: &Symbol,
         actions: &[CorporateAction],
     ) -> Result<(), WriteError> {
-        if !actions.is_empty() {
-            self.primary.write_actions(symbol, actions).await?;
-        }
-        Ok(())
+        let Some(range) = TimeRange::covering(actions.iter().map(|a| a.ts)) else {
+            return Ok(());
+        };
+        self.apply(Op::Actions(symbol.clone(), actions.to_vec(), range))
+            .await
+            .map(|_| ())
     }
 
-    fn notify(&self, series: &SeriesKey, range: TimeRange) {
-        for l in self
-            .listeners
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            l.touched(series, range);
+    /// Runs one change on its own task (see the module doc) and waits for it.
+    async fn apply(&self, op: Op) -> Result<(u64, u64), WriteError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.apply_here(op).await })
+            .await
+            .map_err(|e| WriteError::Aborted(e.to_string()))?
+    }
+
+    async fn apply_here(&self, op: Op) -> Result<(u64, u64), WriteError> {
+        let (kind, range) = (op.kind(), op.range());
+        let seq = self
+            .meta
+            .begin_change(kind, &op.target(), range, op.count())
+            .await?;
+        let result = match &op {
+            Op::Write(b) => self.primary.write(b).await.map(|()| b.len() as u64),
+            Op::Delete(s, r) => self.primary.delete(s, *r).await,
+            Op::Actions(s, a, _) => self
+                .primary
+                .write_actions(s, a)
+                .await
+                .map(|()| a.len() as u64),
+        };
+        // The primary may differ in this range now, even when it failed: drop cached copies
+        // before anyone is told the outcome.
+        self.notify(&op);
+        let settled = match &result {
+            Ok(_) => self.settle(seq, true).await,
+            Err(e) => {
+                tracing::warn!(seq, kind = kind.as_str(), error = %e, "primary write failed; its change-log entry stays, uncertain");
+                self.settle(seq, false).await
+            }
+        };
+        let n = result?;
+        settled?;
+        if let Op::Write(b) = &op {
+            metrics()
+                .bars_written
+                .get_or_create(&labels([
+                    ("store", "primary"),
+                    ("interval", b.series().interval.as_str()),
+                ]))
+                .inc_by(n);
+        }
+        Ok((seq, n))
+    }
+
+    /// Settles a change-log entry, retrying briefly: an entry left pending would hold back
+    /// replication of everything after it until the next start-up.
+    async fn settle(&self, seq: u64, ok: bool) -> Result<(), WriteError> {
+        let mut last = None;
+        for attempt in 0..3u32 {
+            let r = if ok {
+                self.meta.commit_change(seq).await
+            } else {
+                self.meta.mark_uncertain(seq).await
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(seq, attempt, error = %e, "cannot settle a change-log entry");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        tracing::error!(
+            seq,
+            "change-log entry left pending: replication waits for the next start-up"
+        );
+        Err(last.expect("three attempts failed").into())
+    }
+
+    fn notify(&self, op: &Op) {
+        let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
+        for l in listeners.iter() {
+            match op {
+                Op::Write(b) => l.touched(b.series(), b.range()),
+                Op::Delete(s, r) => l.touched(s, *r),
+                Op::Actions(s, _, r) => l.actions_touched(s, *r),
+            }
         }
     }
 }
@@ -244,6 +360,7 @@ mod tests {
         assert_eq!((report.written, report.rejected), (2, 1));
         assert_eq!(store.read(&key, TimeRange::ALL).await.unwrap().len(), 2);
         let changes = meta.changes_since(0, 10).await.unwrap();
+        assert_eq!(changes[0].kind, ChangeKind::Bars);
         assert_eq!(changes.len(), 1);
         assert_eq!(
             (changes[0].start, changes[0].end, changes[0].count),

@@ -12,18 +12,22 @@
 //! - [`source`]: Yahoo, Futu and files behind one `Source` trait, with shared rate limits.
 //! - [`maintain`]: jobs and the tasks they run (backfill).
 //! - [`reader`], [`format`]: the read path and output encoders.
-//! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the wiring between them.
+//! - [`services`]: everything DMS runs on, opened by the one owner of the data directory
+//!   ([`datadir`]).
+//! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the server around them.
 
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod domain;
 pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
 pub mod reader;
+pub mod services;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::{ApiError, AppState, MAX_SYMBOLS_PER_REQUEST};
 use crate::domain::{Interval, Symbol, TimeRange, time};
 use crate::format::Format;

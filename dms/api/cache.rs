@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 
 use super::AppState;
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use crate::reader::CacheStats;
 
 /// Reader cache statistics (also in `GET /api/v1/series` and, process-wide, in `/metrics`).

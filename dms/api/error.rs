@@ -5,6 +5,24 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// Every error: `{"error": {"code": ..., "message": ...}}` (DESIGN §4).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `not_found`, `unauthorized`, `forbidden`, `conflict`, `unavailable`
+    /// or `internal`.
+    #[schema(
+        pattern = "^(invalid_argument|not_found|unauthorized|forbidden|conflict|unavailable|internal)$"
+    )]
+    pub code: String,
+    /// What was wrong, naming the cause.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -13,8 +31,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("missing or malformed bearer token")]
     Unauthorized,
-    #[error("this token may not do that")]
-    Forbidden,
+    /// The request is understood and refused (a token that may not do this, a `Host` that is
+    /// not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -29,7 +49,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => "invalid_argument",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -41,7 +61,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -54,8 +74,8 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Internal(_)) {
             tracing::error!(error = %self, "internal error");
         }
-        let body = super::openapi::ErrorBody {
-            error: super::openapi::ErrorDetail {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code().to_string(),
                 message: self.to_string(),
             },
@@ -106,8 +126,25 @@ impl From<crate::ingest::WriteError> for ApiError {
         match e {
             crate::ingest::WriteError::Store(s) => s.into(),
             crate::ingest::WriteError::Meta(m) => m.into(),
+            crate::ingest::WriteError::Aborted(_) => ApiError::Internal(e.to_string()),
         }
     }
+}
+
+/// `202 Accepted` with a JSON body: work was queued (`POST /api/v1/jobs`).
+pub fn accepted(body: impl serde::Serialize) -> Response {
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// A `/health` answer: `200` while the primary answers, `503` when it does not (so load
+/// balancers take the instance out), the JSON body either way.
+pub fn health(body: serde_json::Value, primary_reachable: bool) -> Response {
+    let status = if primary_reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Axum's own rejections (bad query strings, bad JSON) in our error shape.

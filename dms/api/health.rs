@@ -2,9 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -50,12 +49,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "uptime_s": state.inner.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let status = if reachable {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    super::error::health(body, reachable)
 }
 
 impl AppState {
@@ -90,8 +84,8 @@ impl AppState {
     tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 401, description = "A read token is configured and none was sent", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token is not accepted", body = super::openapi::ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = super::error::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::error::ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]

@@ -3,11 +3,10 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::maintain::jobs::{JobError, JobSpec, Task};
 use crate::store::meta::JobRecord;
@@ -63,7 +62,7 @@ pub async fn submit(
     let Json(spec) = body?;
     let task = Task::parse(&spec).map_err(ApiError::InvalidArgument)?;
     let id = state.services().jobs.submit(task).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))).into_response())
+    Ok(super::error::accepted(serde_json::json!({ "id": id })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -213,9 +212,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     state.services().jobs.cancel(id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "id": id, "cancelling": true })),
-    )
-        .into_response())
+    Ok(super::error::accepted(
+        serde_json::json!({ "id": id, "cancelling": true }),
+    ))
 }

@@ -1,7 +1,7 @@
 //! The HTTP API (DESIGN §4): router, shared state, auth and metrics middleware, handlers.
 //!
 //! Handlers parse and validate their input into domain types (a bad request changes nothing
-//! and answers 4xx in the shape of [`error::ApiError`]), call into [`crate::app::Services`],
+//! and answers 4xx in the shape of [`error::ApiError`]), call into [`crate::services::Services`],
 //! and render JSON or a streamed body.
 
 pub mod actions;
@@ -24,11 +24,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::app::Services;
 use crate::config::Secret;
+use crate::services::Services;
 use crate::telemetry::{labels, metrics};
 pub use bars::{parse_bool, parse_interval, parse_range, parse_symbols};
 pub use error::ApiError;
@@ -53,49 +55,72 @@ struct Inner {
     started: Instant,
     /// `(when, series, bars)`; a std `Mutex`, never held across an `.await`.
     counts: Mutex<Option<(Instant, u64, u64)>>,
+    /// `/openapi.json`, built with the routes.
+    openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 impl AppState {
     pub fn services(&self) -> &Services {
         &self.inner.services
     }
+
+    pub fn openapi(&self) -> &utoipa::openapi::OpenApi {
+        &self.inner.openapi
+    }
 }
 
 /// Builds the router. Tokens are read from the environment variables the config names, once.
 pub fn router(services: Services) -> Router {
     let server = &services.config.server;
+    let max_body = server.max_body_bytes as usize;
+    let max_upload = usize::try_from(server.max_upload_bytes).unwrap_or(usize::MAX);
+    let (routes, doc) = routes(max_upload).split_for_parts();
     let state = AppState {
         inner: Arc::new(Inner {
             admin_token: server.admin_token(),
             read_token: server.read_token(),
             started: Instant::now(),
             counts: Mutex::new(None),
+            openapi: Arc::new(doc),
             services: services.clone(),
         }),
     };
-    let max_body = services.config.server.max_body_bytes as usize;
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/metrics", get(health::prometheus))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/api/v1/bars", get(bars::bars))
-        .route("/api/v1/series", get(series::series))
-        .route("/api/v1/quality", get(quality::quality))
-        .route("/api/v1/actions", get(actions::actions))
-        .route("/api/v1/cache", get(cache::cache))
-        .route("/api/v1/import", post(import::import))
-        .route("/api/v1/jobs", get(jobs::list).post(jobs::submit))
-        .route("/api/v1/jobs/{id}", get(jobs::show))
-        .route("/api/v1/jobs/{id}/log", get(jobs::log))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/sources", get(sources::list))
-        .route("/api/v1/sources/{name}/ping", post(sources::ping))
+    routes
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(middleware::from_fn(limit_query))
         .layer(middleware::from_fn(http_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Every route with its OpenAPI operation, from the handlers' `#[utoipa::path]`: a route is
+/// added only here and only this way, so `/openapi.json` cannot miss one.
+fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, import) = routes!(import::import);
+    let import = import.layer(axum::extract::DefaultBodyLimit::max(max_upload));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::prometheus))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(bars::bars))
+        .routes(routes!(series::series))
+        .routes(routes!(quality::quality))
+        .routes(routes!(actions::actions))
+        .routes(routes!(cache::cache))
+        .routes((schemas, paths, import))
+        .routes(routes!(jobs::list, jobs::submit))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::log))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(sources::list))
+        .routes(routes!(sources::ping))
+}
+
+/// The OpenAPI document of the routes [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes(0).into_openapi()
 }
 
 /// Refuses over-long query strings before any handler parses them.
@@ -136,9 +161,10 @@ async fn http_metrics(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Bearer-token auth: when the admin token is set, mutating requests need it; when the read
-/// token is set, reads need it or the admin token. `/health` is always open. No token → 401,
-/// a token that is not accepted → 403. Comparisons are constant-time.
+/// Bearer-token auth: when any token is configured, mutating requests need the admin token
+/// (with only a read token set, nothing may mutate); when the read token is set, reads need it
+/// or the admin token. `/health` is always open. No token → 401, a token that is not accepted
+/// → 403. Comparisons are constant-time.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
@@ -148,7 +174,13 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let accepted: Vec<&Secret> = if mutating {
         match (admin, read) {
             (Some(a), _) => vec![a],
-            (None, Some(r)) => vec![r],
+            (None, Some(_)) => {
+                return ApiError::Forbidden(
+                    "changes need the admin token, and none is configured (server.admin_token_env)"
+                        .into(),
+                )
+                .into_response();
+            }
             (None, None) => return next.run(req).await,
         }
     } else {
@@ -172,6 +204,71 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     if ok {
         next.run(req).await
     } else {
-        ApiError::Forbidden.into_response()
+        ApiError::Forbidden(if mutating {
+            "changes need the admin token".into()
+        } else {
+            "this token is not accepted".into()
+        })
+        .into_response()
+    }
+}
+
+/// The DNS-rebinding guard: a request must name this server in its `Host` (or HTTP/2
+/// authority): an IP literal of the bind address (any IP when bound to an unspecified address,
+/// any loopback IP when bound to loopback), `localhost`, or a name in `server.allowed_hosts`
+/// (`"*"` allows any). A web page whose own name was pointed at this machine therefore cannot
+/// drive the API from a browser. Requests without a host (HTTP/1.0 clients) pass; `/health`
+/// is always open.
+async fn guard_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(host_of)
+        });
+    match host {
+        Some(h) if req.uri().path() != "/health" && !state.host_allowed(&h) => ApiError::Forbidden(
+            format!("host {h:?} is not allowed: add it to server.allowed_hosts"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// The host part of a `Host` header value (`[::1]:80` → `::1`, `a.b:80` → `a.b`).
+fn host_of(value: &str) -> String {
+    let v = value.trim();
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    match v.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => v.to_string(),
+    }
+}
+
+impl AppState {
+    fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server = &self.services().config.server;
+        if host.eq_ignore_ascii_case("localhost")
+            || server
+                .allowed_hosts
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(host))
+        {
+            return true;
+        }
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                let bind = server.bind.ip();
+                ip == bind || bind.is_unspecified() || (bind.is_loopback() && ip.is_loopback())
+            }
+            Err(_) => false,
+        }
     }
 }

@@ -1,30 +1,13 @@
 //! `GET /openapi.json`: the OpenAPI document, generated from the handlers' own annotations
-//! (`utoipa`), so it cannot drift from the code. A new route is documented by annotating its
-//! handler with `#[utoipa::path]` and listing it in [`ApiDoc`]; `tests/it/api_read.rs` checks
-//! that every route the router serves is in the document.
+//! (`utoipa`) by the router that serves them (`utoipa-axum`, see [`super::router`]): a route
+//! exists only as an annotated handler registered there, so the document cannot miss one.
+//! [`ApiDoc`] holds what is not per route (info, security scheme, tags, shared schemas);
+//! `tests/it/api_read.rs` checks that everything documented is served.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-/// Every error: `{"error": {"code": ..., "message": ...}}` (DESIGN §4).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// `invalid_argument`, `not_found`, `unauthorized`, `forbidden`, `conflict`, `unavailable`
-    /// or `internal`.
-    #[schema(
-        pattern = "^(invalid_argument|not_found|unauthorized|forbidden|conflict|unavailable|internal)$"
-    )]
-    pub code: String,
-    /// What was wrong, naming the cause.
-    pub message: String,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,25 +17,7 @@ pub struct ErrorDetail {
             Reads need `Authorization: Bearer <read or admin token>` when a read token is \
             configured; mutating endpoints need the admin token when one is configured.",
     ),
-    paths(
-        super::health::health,
-        super::health::prometheus,
-        super::bars::bars,
-        super::series::series,
-        super::quality::quality,
-        super::actions::actions,
-        super::cache::cache,
-        super::import::import,
-        super::jobs::submit,
-        super::jobs::list,
-        super::jobs::show,
-        super::jobs::log,
-        super::jobs::cancel,
-        super::sources::list,
-        super::sources::ping,
-        openapi_json,
-    ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
     modifiers(&Bearer),
     tags(
         (name = "read", description = "Bars and what is known about them"),
@@ -82,11 +47,13 @@ impl Modify for Bearer {
     tag = "ops",
     responses(
         (status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object),
-        (status = 401, description = "A read token is configured and none was sent", body = ErrorBody),
-        (status = 403, description = "The token is not accepted", body = ErrorBody),
+        (status = 401, description = "A read token is configured and none was sent", body = super::error::ErrorBody),
+        (status = 403, description = "The token is not accepted", body = super::error::ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
-pub async fn openapi_json() -> Response {
-    Json(ApiDoc::openapi()).into_response()
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+) -> Response {
+    Json(state.openapi()).into_response()
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::{ApiError, AppState, parse_interval, parse_symbols};
 use crate::domain::time;
 

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
-use super::openapi::ErrorBody;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::domain::SourceKind;
 

@@ -19,7 +19,7 @@ use crate::domain::{Interval, Market, SeriesKey, SourceKind, Symbol, TimeRange, 
 use crate::ingest::Writer;
 use crate::source::{Dropped, FetchRequest, Source, SourceError};
 use crate::store::meta::UniverseEntry;
-use crate::validate::{self, Context};
+use crate::validate::Context;
 
 /// How many series a backfill fetches at once (the sources' rate limiters still apply).
 pub const CONCURRENCY: usize = 8;
@@ -252,15 +252,11 @@ async fn backfill_series(
         // Validated against the clock of now, not of the job's start: a long backfill must not
         // call a bar that completed meanwhile "in the future".
         let vctx = Context::new(chrono::Utc::now().timestamp(), market);
-        let validated = validate::validate(&series, page.bars, &vctx);
-        c.validate_s += t.elapsed().as_secs_f64();
-        let t = Instant::now();
         let written = async {
-            c.bars_rejected += env.writer.quarantine(&validated.rejections).await?;
-            if let Some(batch) = &validated.batch {
-                env.writer.write(batch).await?;
-                c.bars_written += batch.len() as u64;
-            }
+            let r = env.writer.ingest(&series, page.bars, &vctx).await?;
+            c.bars_rejected += r.rejected;
+            c.bars_written += r.written;
+            c.validate_s += r.validate_time.as_secs_f64();
             if !page.actions.is_empty() {
                 env.writer.write_actions(symbol, &page.actions).await?;
                 c.actions += page.actions.len() as u64;

@@ -3,12 +3,18 @@
 //! log, each backup node's acked sequence, quarantined bars and confirmed-empty sessions.
 //!
 //! # The change log
-//! Every accepted write gets a sequence number *before* it reaches the primary (`begin_change`,
-//! state `pending`) and is marked `committed` once the primary acknowledged it. Replication
-//! ships committed entries in sequence order and never past a pending one, so it can never ack
-//! a change whose bars it could not yet read from the primary. An entry left pending by a crash
-//! is committed at start-up ([`MetaDb::recover_pending`]): re-shipping a range is idempotent,
-//! losing one is not. A write that failed cleanly removes its entry (`abort_change`).
+//! Every change to the primary — bars written, a range deleted, corporate actions written —
+//! gets a sequence number *before* it reaches the primary (`begin_change`, state `pending`).
+//! When the primary acknowledges it, it becomes `committed`. When the primary fails, the entry
+//! stays, as `uncertain`: the primary may hold part of it (InfluxDB applies the good lines of a
+//! request it answers 400; a timeout can fire after the server applied a write), so the change
+//! log must still say the range may have changed. The change log therefore never under-reports:
+//! no entry is ever removed. Replication ships committed and uncertain entries in sequence
+//! order — always the range as the primary holds it *now*, so shipping an entry that changed
+//! nothing is harmless — and never past a pending one; verification re-checks uncertain ranges.
+//! An entry left pending by a crash is marked uncertain at start-up
+//! ([`MetaDb::recover_pending`], run only by the data directory's owner): re-shipping a range
+//! is idempotent, losing one is not.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -89,6 +95,30 @@ CREATE TABLE empty_sessions (
 -- Per-series questions of the change log (last update, changes of one series).
 CREATE INDEX change_log_by_series ON change_log (symbol, interval, seq);
 "#,
+    r#"
+-- The change log records deletions and corporate actions too (`kind`), and keeps failed
+-- writes as `uncertain` instead of removing them. SQLite cannot alter a CHECK constraint, so
+-- the table is rebuilt; sequence numbers are kept.
+CREATE TABLE change_log_v3 (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL CHECK (kind IN ('bars', 'delete', 'actions')),
+    symbol      TEXT NOT NULL,
+    interval    TEXT NOT NULL,            -- '' for corporate actions (per symbol)
+    start_ts    INTEGER NOT NULL,
+    end_ts      INTEGER NOT NULL,
+    bar_count   INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'uncertain')),
+    created_at  INTEGER NOT NULL
+);
+INSERT INTO change_log_v3 (seq, kind, symbol, interval, start_ts, end_ts, bar_count, state, created_at)
+    SELECT seq, CASE WHEN bar_count = 0 THEN 'delete' ELSE 'bars' END, symbol, interval,
+           start_ts, end_ts, bar_count, state, created_at
+    FROM change_log;
+DROP TABLE change_log;
+ALTER TABLE change_log_v3 RENAME TO change_log;
+CREATE INDEX change_log_by_series ON change_log (symbol, interval, seq);
+CREATE INDEX change_log_by_state ON change_log (state, seq);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -111,21 +141,67 @@ impl From<rusqlite::types::FromSqlError> for MetaError {
     }
 }
 
-/// One change-log entry: a write of `count` bars of `series` within `range`.
+/// What a change-log entry changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// Bars of a series written (inserted or replaced) within the range.
+    Bars,
+    /// Bars of a series removed within the range.
+    Delete,
+    /// Corporate actions of a symbol written within the range.
+    Actions,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Bars => "bars",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Actions => "actions",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ChangeKind> {
+        [ChangeKind::Bars, ChangeKind::Delete, ChangeKind::Actions]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// What a change is about: a series (bars, deletions) or a symbol (corporate actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeTarget {
+    Series(SeriesKey),
+    Symbol(Symbol),
+}
+
+/// One change-log entry: `count` bars of `series` written or removed within `[start, end)`,
+/// or `count` corporate actions of `symbol` (`interval: None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub seq: u64,
+    pub kind: ChangeKind,
     pub symbol: Symbol,
-    pub interval: Interval,
+    /// `None` for corporate actions, which belong to a symbol.
+    pub interval: Option<Interval>,
     pub start: i64,
     pub end: i64,
     pub count: u64,
+    /// The primary failed while applying it: it may hold all, part or none of it.
+    pub uncertain: bool,
     pub created_at: i64,
 }
 
 impl Change {
-    pub fn series(&self) -> SeriesKey {
-        SeriesKey::new(self.symbol.clone(), self.interval)
+    /// The series of a bars or delete change.
+    pub fn series(&self) -> Option<SeriesKey> {
+        self.interval
+            .map(|i| SeriesKey::new(self.symbol.clone(), i))
+    }
+
+    pub fn range(&self) -> TimeRange {
+        TimeRange::new(self.start, self.end).unwrap_or(TimeRange::ALL)
     }
 }
 
@@ -242,22 +318,26 @@ impl MetaDb {
 
     // ----- change log -----
 
-    /// Reserves the next sequence number for a write about to reach the primary.
+    /// Reserves the next sequence number for a change about to reach the primary.
     pub async fn begin_change(
         &self,
-        series: &SeriesKey,
+        kind: ChangeKind,
+        target: &ChangeTarget,
         range: TimeRange,
         count: u64,
     ) -> Result<u64, MetaError> {
-        let (symbol, interval) = (series.symbol.clone(), series.interval);
+        let (symbol, interval) = match target {
+            ChangeTarget::Series(s) => (s.symbol.to_string(), s.interval.as_str()),
+            ChangeTarget::Symbol(s) => (s.to_string(), ""),
+        };
         self.run(move |c| {
             let seq: i64 = c
                 .prepare_cached(
-                    "INSERT INTO change_log (symbol, interval, start_ts, end_ts, bar_count, state, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) RETURNING seq",
+                    "INSERT INTO change_log (kind, symbol, interval, start_ts, end_ts, bar_count, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7) RETURNING seq",
                 )?
                 .query_row(
-                    params![symbol.as_str(), interval.as_str(), range.start(), range.end(), count as i64, now()],
+                    params![kind.as_str(), symbol, interval, range.start(), range.end(), count as i64, now()],
                     |r| r.get(0),
                 )?;
             Ok(seq as u64)
@@ -267,62 +347,74 @@ impl MetaDb {
 
     /// Marks a change as acknowledged by the primary: replication may ship it.
     pub async fn commit_change(&self, seq: u64) -> Result<(), MetaError> {
+        self.settle(seq, "committed").await
+    }
+
+    /// Marks a change the primary failed to apply: it may hold part of it. Replication ships it
+    /// like a committed one (the range as the primary holds it) and verification re-checks it.
+    pub async fn mark_uncertain(&self, seq: u64) -> Result<(), MetaError> {
+        self.settle(seq, "uncertain").await
+    }
+
+    async fn settle(&self, seq: u64, state: &'static str) -> Result<(), MetaError> {
         self.run(move |c| {
-            c.prepare_cached("UPDATE change_log SET state = 'committed' WHERE seq = ?1")?
-                .execute(params![seq as i64])?;
+            c.prepare_cached(
+                "UPDATE change_log SET state = ?2 WHERE seq = ?1 AND state = 'pending'",
+            )?
+            .execute(params![seq as i64, state])?;
             Ok(())
         })
         .await
     }
 
-    /// Removes a change whose write failed before reaching the primary.
-    pub async fn abort_change(&self, seq: u64) -> Result<(), MetaError> {
-        self.run(move |c| {
-            c.prepare_cached("DELETE FROM change_log WHERE seq = ?1 AND state = 'pending'")?
-                .execute(params![seq as i64])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Commits entries a crash left pending; returns how many. Run at start-up before anything
-    /// writes.
+    /// Marks uncertain the entries a crash left pending (their writes may or may not have
+    /// landed); returns how many. Run at start-up by the data directory's owner, before
+    /// anything writes.
     pub async fn recover_pending(&self) -> Result<u64, MetaError> {
         self.run(|c| {
             Ok(c.execute(
-                "UPDATE change_log SET state = 'committed' WHERE state = 'pending'",
+                "UPDATE change_log SET state = 'uncertain' WHERE state = 'pending'",
                 [],
             )? as u64)
         })
         .await
     }
 
-    /// Committed changes after `since`, in order, at most `limit`, stopping before the first
-    /// pending entry.
+    /// Uncertain changes (failed or interrupted writes), oldest first, at most `limit`: what
+    /// verification re-checks.
+    pub async fn uncertain_changes(&self, limit: usize) -> Result<Vec<Change>, MetaError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{CHANGE_SELECT} WHERE state = 'uncertain' ORDER BY seq LIMIT ?1"
+            ))?;
+            let mut rows = stmt.query(params![limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                if let Some(ch) = change_row(r)? {
+                    out.push(ch);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Settled (committed or uncertain) changes after `since`, in order, at most `limit`,
+    /// stopping before the first pending entry.
     pub async fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Change>, MetaError> {
         self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, symbol, interval, start_ts, end_ts, bar_count, state, created_at
-                 FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "{CHANGE_SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
             let mut rows = stmt.query(params![since as i64, limit as i64])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                if r.get_ref(6)?.as_str()? != "committed" {
+                if r.get_ref(7)?.as_str()? == "pending" {
                     break;
                 }
-                let Ok(interval) = r.get_ref(2)?.as_str()?.parse() else {
-                    continue;
-                };
-                out.push(Change {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    symbol: Symbol::opaque(r.get_ref(1)?.as_str()?),
-                    interval,
-                    start: r.get(3)?,
-                    end: r.get(4)?,
-                    count: r.get::<_, i64>(5)? as u64,
-                    created_at: r.get(7)?,
-                });
+                if let Some(ch) = change_row(r)? {
+                    out.push(ch);
+                }
             }
             Ok(out)
         })
@@ -336,7 +428,7 @@ impl MetaDb {
         self.run(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT symbol, interval, max(created_at) FROM change_log
-                 WHERE state = 'committed' GROUP BY symbol, interval",
+                 WHERE state = 'committed' AND kind = 'bars' GROUP BY symbol, interval",
             )?;
             let mut rows = stmt.query([])?;
             let mut out = std::collections::HashMap::new();
@@ -708,6 +800,34 @@ impl MetaDb {
     }
 }
 
+const CHANGE_SELECT: &str = "SELECT seq, kind, symbol, interval, start_ts, end_ts, bar_count,
+    state, created_at FROM change_log";
+
+/// A change-log row; `None` for a row this version cannot read (an unknown kind or interval).
+fn change_row(r: &rusqlite::Row<'_>) -> Result<Option<Change>, MetaError> {
+    let Some(kind) = ChangeKind::parse(r.get_ref(1)?.as_str()?) else {
+        return Ok(None);
+    };
+    let interval = match r.get_ref(3)?.as_str()? {
+        "" => None,
+        i => match i.parse() {
+            Ok(i) => Some(i),
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(Some(Change {
+        seq: r.get::<_, i64>(0)? as u64,
+        kind,
+        symbol: Symbol::opaque(r.get_ref(2)?.as_str()?),
+        interval,
+        start: r.get(4)?,
+        end: r.get(5)?,
+        count: r.get::<_, i64>(6)? as u64,
+        uncertain: r.get_ref(7)?.as_str()? == "uncertain",
+        created_at: r.get(8)?,
+    }))
+}
+
 const JOB_SELECT: &str =
     "SELECT id, task, status, params, progress_done, progress_total, counters, errors,
     checkpoint, created_at, started_at, finished_at FROM jobs";
@@ -758,12 +878,22 @@ mod tests {
         SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1)
     }
 
+    fn series() -> ChangeTarget {
+        ChangeTarget::Series(key())
+    }
+
     #[tokio::test]
     async fn replication_never_sees_past_a_pending_change() {
         let (_d, db) = db();
         let r = TimeRange::new(0, 86_400).unwrap();
-        let a = db.begin_change(&key(), r, 1).await.unwrap();
-        let b = db.begin_change(&key(), r, 2).await.unwrap();
+        let a = db
+            .begin_change(ChangeKind::Bars, &series(), r, 1)
+            .await
+            .unwrap();
+        let b = db
+            .begin_change(ChangeKind::Bars, &series(), r, 2)
+            .await
+            .unwrap();
         db.commit_change(b).await.unwrap();
         assert!(
             db.changes_since(0, 10).await.unwrap().is_empty(),
@@ -779,12 +909,55 @@ mod tests {
             .collect();
         assert_eq!(seqs, [a, b]);
         assert_eq!(db.changes_since(a, 10).await.unwrap()[0].count, 2);
-        let c = db.begin_change(&key(), r, 3).await.unwrap();
-        db.abort_change(c).await.unwrap();
-        let d = db.begin_change(&key(), r, 4).await.unwrap();
+        // A failed write stays, uncertain; so does one a crash left pending.
+        let c = db
+            .begin_change(ChangeKind::Bars, &series(), r, 3)
+            .await
+            .unwrap();
+        db.mark_uncertain(c).await.unwrap();
+        let d = db
+            .begin_change(ChangeKind::Delete, &series(), r, 0)
+            .await
+            .unwrap();
+        let sym = ChangeTarget::Symbol(key().symbol);
+        let e = db
+            .begin_change(ChangeKind::Actions, &sym, r, 2)
+            .await
+            .unwrap();
+        db.commit_change(e).await.unwrap();
+        assert_eq!(
+            db.changes_since(b, 10).await.unwrap().len(),
+            1,
+            "d is pending, so e is not shipped yet"
+        );
         assert_eq!(db.recover_pending().await.unwrap(), 1);
-        assert_eq!(db.changes_since(b, 10).await.unwrap()[0].seq, d);
-        assert_eq!(db.last_seq().await.unwrap(), d);
+        let after_b = db.changes_since(b, 10).await.unwrap();
+        assert_eq!(
+            after_b
+                .iter()
+                .map(|x| (x.seq, x.kind, x.uncertain))
+                .collect::<Vec<_>>(),
+            [
+                (c, ChangeKind::Bars, true),
+                (d, ChangeKind::Delete, true),
+                (e, ChangeKind::Actions, false)
+            ]
+        );
+        assert_eq!(after_b[2].interval, None);
+        assert_eq!(after_b[0].series(), Some(key()));
+        assert_eq!(
+            db.uncertain_changes(10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|x| x.seq)
+                .collect::<Vec<_>>(),
+            [c, d]
+        );
+        // Settling is once: a late commit cannot turn an uncertain entry into a clean one.
+        db.commit_change(c).await.unwrap();
+        assert!(db.changes_since(b, 1).await.unwrap()[0].uncertain);
+        assert_eq!(db.last_seq().await.unwrap(), e);
         let updates = db.last_updates().await.unwrap();
         assert_eq!(updates.len(), 1);
         assert!(updates[&key()] > 1_700_000_000);

@@ -45,6 +45,14 @@ impl ValidatedBatch {
     }
 }
 
+/// Lets callers that keep their batch pass `&batch` where the write path takes ownership (it
+/// moves the batch onto the task that applies it).
+impl From<&ValidatedBatch> for ValidatedBatch {
+    fn from(b: &ValidatedBatch) -> ValidatedBatch {
+        b.clone()
+    }
+}
+
 /// One bar that failed a rule, kept for quarantine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {

@@ -6,6 +6,7 @@ mod cli;
 mod futu;
 mod helpers;
 mod influx;
+mod integrity;
 mod jobs;
 mod read_cache;
 mod server;

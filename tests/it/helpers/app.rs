@@ -53,14 +53,64 @@ fn test_config_yaml_on(dir: &Path, port: u16, extra: &str) -> String {
     )
 }
 
+/// The environment overrides of a test instance: `env`, plus the drop folder inside `dir`
+/// (never the working directory's `data/import`) unless `env` or the YAML `extra` sets it.
+fn test_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !out.iter().any(|(k, _)| k == FILES_DIR_VAR) && !extra.contains("files:") {
+        out.push((FILES_DIR_VAR.into(), files_dir(dir).display().to_string()));
+    }
+    out
+}
+
+const FILES_DIR_VAR: &str = "DMS__SOURCES__FILES__DIR";
+
+/// The drop folder (`sources.files.dir`) of a test instance in `dir`.
+pub fn files_dir(dir: &Path) -> PathBuf {
+    dir.join("import")
+}
+
 /// Starts an app whose config is the test defaults plus `extra` YAML (which may override
 /// sections), with `env` as the only environment overrides.
 pub async fn spawn_app_with(extra: &str, env: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let yaml = test_config_yaml(dir.path(), extra);
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let config = Config::from_yaml(&yaml, env).unwrap_or_else(|e| panic!("test config: {e}"));
+    let config = Config::from_yaml(&yaml, test_env(dir.path(), extra, env))
+        .unwrap_or_else(|e| panic!("test config: {e}"));
     let app = App::build(config).await.expect("app builds");
+    let addr = app.addr();
+    let services = app.services().clone();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move { app.run(token).await });
+    TestApp {
+        addr,
+        services,
+        dir,
+        shutdown,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Starts an app like [`spawn_app_with`], but around `primary` instead of the configured store
+/// (a store that misbehaves on purpose, wrapped around a real one).
+pub async fn spawn_app_on(
+    primary: std::sync::Arc<dyn dms::store::Store>,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = test_config_yaml(dir.path(), extra);
+    let config = Config::from_yaml(&yaml, test_env(dir.path(), extra, env))
+        .unwrap_or_else(|e| panic!("test config: {e}"));
+    let lock = dms::services::lock_data_dir(&config, "serve").expect("data dir");
+    let services = Services::with_primary(config, primary, lock)
+        .await
+        .expect("services");
+    let app = App::from_services(services).await.expect("app builds");
     let addr = app.addr();
     let services = app.services().clone();
     let shutdown = CancellationToken::new();
@@ -83,6 +133,8 @@ pub async fn spawn_app() -> TestApp {
 pub struct DmsCommand {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Whether the drop folder is set by this helper (the extra YAML did not set one).
+    own_files_dir: bool,
 }
 
 impl DmsCommand {
@@ -96,7 +148,12 @@ impl DmsCommand {
         let config = dir.path().join("dms.yaml");
         std::fs::write(&config, test_config_yaml_on(dir.path(), port, extra))
             .expect("write config");
-        DmsCommand { dir, config }
+        let own_files_dir = !extra.contains("files:");
+        DmsCommand {
+            dir,
+            config,
+            own_files_dir,
+        }
     }
 
     /// Starts `dms serve`; the server is killed when the guard drops.
@@ -121,6 +178,9 @@ impl DmsCommand {
             if k.starts_with("DMS") {
                 c.env_remove(k);
             }
+        }
+        if self.own_files_dir {
+            c.env(FILES_DIR_VAR, files_dir(self.dir.path()));
         }
         c
     }
