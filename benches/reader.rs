@@ -31,10 +31,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dms::app::Services;
 use dms::config::Config;
 use dms::domain::{Bar, Interval, SeriesKey, SourceKind, Symbol, TimeRange};
 use dms::ingest::Writer;
+use dms::services::Services;
 use dms::store::embedded::EmbeddedStore;
 use dms::store::{Fields, Store};
 use dms::validate::{self, Context};
@@ -655,7 +655,7 @@ async fn rss() {
     {
         // Seed through the same services `dms serve` opens, then close them.
         let config = Config::from_yaml(&yaml, std::iter::empty()).expect("config");
-        let services = Services::open(config).await.expect("services");
+        let services = Services::open(config, "bench").await.expect("services");
         let t = Instant::now();
         for i in 0..100 {
             let s = format!("R{i:03}");

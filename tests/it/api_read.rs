@@ -642,7 +642,7 @@ async fn stalled_get(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpS
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     s
@@ -676,7 +676,7 @@ fn clients_that_stop_reading_hold_no_blocking_thread_and_are_dropped_after_the_w
         let dir = tempfile::tempdir().unwrap();
         let yaml = crate::helpers::app::test_config_yaml(dir.path(), "");
         let config = dms::config::Config::from_yaml(&yaml, std::iter::empty()).unwrap();
-        let mut services = dms::app::Services::open(config).await.unwrap();
+        let mut services = dms::services::Services::open(config, "test").await.unwrap();
         let timeout = Duration::from_secs(15);
         services.reader = services.reader.clone().with_write_timeout(Some(timeout));
         // ~25 MB of CSV, far more than the socket buffers and the body pieces in flight.
