@@ -125,12 +125,21 @@ struct Flight {
     fut: FlightFuture,
 }
 
+type ExtentMap = HashMap<SeriesKey, (i64, i64)>;
+type ListFuture = Shared<BoxFuture<'static, Result<Arc<ExtentMap>, SharedError>>>;
+
 /// Series extents (`first`, `last` timestamps), used to clip open-ended reads; `None` until
-/// loaded, and again after a touch too wide to fold in.
+/// loaded, and again after a touch too wide to fold in. Loaded with one `list_series` shared
+/// by every request that needs them meanwhile (and started when the reader is built), under
+/// the rule chunk loads keep: a touch detaches the list in flight, so a request that starts
+/// after a write was acknowledged never joins a list fetched before it.
 struct Extents {
-    map: Option<HashMap<SeriesKey, (i64, i64)>>,
-    /// Bumped by every touch: a list fetched across a touch is used but not installed.
+    map: Option<ExtentMap>,
+    /// Bumped by every touch: a list fetched across a touch is used by the requests that
+    /// joined it, but not installed.
     generation: u64,
+    /// The list in flight, if any (started at `generation`).
+    loading: Option<ListFuture>,
 }
 
 /// A cached chunk: its columns and what they were loaded with.
@@ -240,6 +249,7 @@ impl ChunkCache {
                 extents: Extents {
                     map: None,
                     generation: 0,
+                    loading: None,
                 },
             }),
             next_flight: AtomicU64::new(1),
@@ -454,32 +464,48 @@ impl ChunkCache {
     }
 
     /// `(first, last)` of each series that has bars (`None` for one that has none), from the
-    /// extents the cache keeps, loading them with one `list_series` when unknown.
+    /// extents the cache keeps, loading them with one `list_series` when unknown (shared with
+    /// the requests already waiting for one, unless a write touched anything since it began).
     pub async fn extents(
-        &self,
+        self: &Arc<Self>,
         store: &Arc<dyn Store>,
         series: &[SeriesKey],
     ) -> Result<Vec<Option<(i64, i64)>>, StoreError> {
-        let generation = {
-            let st = self.lock();
+        let fut = {
+            let mut st = self.lock();
             if let Some(map) = &st.extents.map {
                 return Ok(series.iter().map(|s| map.get(s).copied()).collect());
             }
-            st.extents.generation
+            match &st.extents.loading {
+                Some(f) => f.clone(),
+                None => {
+                    let generation = st.extents.generation;
+                    let fut = list_extents(Arc::downgrade(self), store.clone(), generation)
+                        .boxed()
+                        .shared();
+                    st.extents.loading = Some(fut.clone());
+                    fut
+                }
+            }
         };
-        let listed = store.list_series().await?;
-        let map: HashMap<SeriesKey, (i64, i64)> = listed
-            .into_iter()
-            .map(|s| (s.series, (s.first, s.last)))
-            .collect();
-        let out = series.iter().map(|s| map.get(s).copied()).collect();
-        // The list was fetched after this request started, so it answers this request; it
-        // is kept for later ones only if no write touched anything while it was fetched.
-        let mut st = self.lock();
-        if st.extents.generation == generation {
-            st.extents.map = Some(map);
-        }
-        Ok(out)
+        // The list began after this request did (a touch since would have detached it), so
+        // it answers this request.
+        let map = fut.await.map_err(|e| clone_error(&e))?;
+        Ok(series.iter().map(|s| map.get(s).copied()).collect())
+    }
+
+    /// Starts loading the extents in the background, so the first request does not wait for
+    /// them (no-op outside a tokio runtime).
+    pub fn warm_extents(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cache, store) = (self.clone(), store.clone());
+        rt.spawn(async move {
+            if let Err(e) = cache.extents(&store, &[]).await {
+                tracing::debug!(error = %e, "series extents not loaded at start-up");
+            }
+        });
     }
 
     /// Drops every cached chunk and in-flight load of `series` overlapping `range`, and widens
@@ -520,6 +546,7 @@ impl ChunkCache {
         }
         let ext = &mut st.extents;
         ext.generation += 1;
+        ext.loading = None;
         if let Some(map) = &mut ext.map {
             let (lo, hi) = (range.start(), range.end() - 1);
             let (lo, hi) = match map.get(series) {
@@ -569,6 +596,32 @@ async fn load(
         c.complete(key, fields, id, res.as_ref().ok());
     }
     res.map_err(Arc::new)
+}
+
+/// Lists the series for [`ChunkCache::extents`]; installs the extents (and retires itself)
+/// only if no touch happened since it began at `generation`.
+async fn list_extents(
+    cache: Weak<ChunkCache>,
+    store: Arc<dyn Store>,
+    generation: u64,
+) -> Result<Arc<ExtentMap>, SharedError> {
+    let listed = store.list_series().await.map_err(Arc::new).map(|list| {
+        let map: ExtentMap = list
+            .into_iter()
+            .map(|s| (s.series, (s.first, s.last)))
+            .collect();
+        Arc::new(map)
+    });
+    if let Some(c) = cache.upgrade() {
+        let mut st = c.lock();
+        if st.extents.generation == generation {
+            st.extents.loading = None;
+            if let Ok(map) = &listed {
+                st.extents.map = Some(ExtentMap::clone(map));
+            }
+        }
+    }
+    listed
 }
 
 /// A copy of a shared store error, for a waiter.

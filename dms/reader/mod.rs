@@ -261,12 +261,15 @@ pub struct Reader {
 impl Reader {
     /// A reader of `store` with a cache of `cache_max_bytes`, refusing requests over `max_bars`.
     /// Streamed responses are dropped after [`WRITE_TIMEOUT`] without progress; at most twice
-    /// as many encoders as cores run at once.
+    /// as many encoders as cores run at once. Inside a tokio runtime, the series extents start
+    /// loading at once, in the background.
     pub fn new(store: Arc<dyn Store>, max_bars: u64, cache_max_bytes: u64) -> Reader {
         let permits = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cache = ChunkCache::new(cache_max_bytes);
+        cache.warm_extents(&store);
         Reader {
             store,
-            cache: ChunkCache::new(cache_max_bytes),
+            cache,
             max_bars,
             encoders: Arc::new(Semaphore::new(permits)),
             encoder_permits: permits,
@@ -562,23 +565,37 @@ async fn load_parts(
         budget: pin_bytes,
         ..Pins::default()
     }));
+    let settled = Arc::new(tokio::sync::Notify::new());
     let mut loads = futures::stream::iter(parts)
         .map(|p| {
             let (cache, store) = (cache.clone(), store.clone());
-            let pinned = match &p.chunk {
-                Some((_, i)) if p.pass > 0 => pins
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(p.symbol, *i),
-                _ => None,
-            };
+            let (pins, settled) = (pins.clone(), settled.clone());
             async move {
-                let cols = match (&p.chunk, pinned) {
-                    (_, Some(cols)) => Some(cols),
-                    (Some((key, _)), None) => Some(cache.get(&store, key, fields).await?),
-                    (None, _) => None,
+                let Some((key, i)) = &p.chunk else {
+                    return Ok((p, None));
                 };
-                Ok::<_, ReadError>((p, cols))
+                // A later pass waits until pass 0 of its chunk is settled (it comes earlier
+                // in order, so it is), then takes the pin or loads the chunk again.
+                let pinned = if p.pass == 0 {
+                    None
+                } else {
+                    loop {
+                        let notified = settled.notified();
+                        let ready = {
+                            let pins = pins.lock().unwrap_or_else(|e| e.into_inner());
+                            pins.settled(p.symbol, *i).then(|| pins.get(p.symbol, *i))
+                        };
+                        if let Some(pin) = ready {
+                            break pin;
+                        }
+                        notified.await;
+                    }
+                };
+                let cols = match pinned {
+                    Some(cols) => cols,
+                    None => cache.get(&store, key, fields).await?,
+                };
+                Ok::<_, ReadError>((p, Some(cols)))
             }
         })
         .buffered(LOAD_CONCURRENCY);
@@ -589,8 +606,11 @@ async fn load_parts(
             };
             let part = Resolved::new(p.symbol, p.pass, chunk, key, p.clip);
             let mut pins = pins.lock().unwrap_or_else(|e| e.into_inner());
-            pins.settle(part, i, q.adjusted)
-                .map_err(|()| StreamError::Changed(q.symbols[p.symbol].clone()).into())
+            let part = pins
+                .settle(part, i, q.adjusted)
+                .map_err(|()| StreamError::Changed(q.symbols[p.symbol].clone()).into());
+            settled.notify_waiters();
+            part
         });
         let failed = resolved.is_err();
         if tx.send(resolved).await.is_err() || failed {
@@ -604,7 +624,10 @@ async fn load_parts(
 struct Pins {
     /// Bytes it may keep.
     budget: usize,
-    symbol: usize,
+    /// The symbol whose pass-0 parts are held, and how many of them are settled (they settle
+    /// in order).
+    symbol: Option<usize>,
+    settled: usize,
     /// Parts kept whole, by position among the symbol's chunks.
     kept: HashMap<usize, Columns>,
     kept_bytes: usize,
@@ -614,20 +637,26 @@ struct Pins {
 
 impl Pins {
     fn get(&self, symbol: usize, i: usize) -> Option<Columns> {
-        (self.symbol == symbol).then(|| self.kept.get(&i).cloned())?
+        (self.symbol == Some(symbol)).then(|| self.kept.get(&i).cloned())?
+    }
+
+    /// Whether pass 0 of chunk `i` of `symbol` is settled.
+    fn settled(&self, symbol: usize, i: usize) -> bool {
+        self.symbol == Some(symbol) && i < self.settled
     }
 
     /// Records a pass-0 part, or makes a later pass's part the one of pass 0 (its pinned
     /// columns, or the reloaded ones once checked unchanged: `Err` when they changed).
     fn settle(&mut self, mut part: Resolved, i: usize, adjusted: bool) -> Result<Resolved, ()> {
         if part.pass == 0 {
-            if self.symbol != part.symbol {
+            if self.symbol != Some(part.symbol) {
                 *self = Pins {
                     budget: self.budget,
-                    symbol: part.symbol,
+                    symbol: Some(part.symbol),
                     ..Pins::default()
                 };
             }
+            self.settled = i + 1;
             let size = part.cols.bytes();
             if self.kept_bytes + size <= self.budget {
                 self.kept_bytes += size;

@@ -34,6 +34,10 @@ struct GatedStore {
     hold: Option<(usize, Arc<Semaphore>)>,
     held: AtomicUsize,
     asked: Mutex<Vec<Fields>>,
+    /// Series lists wait for a permit of this *after* listing.
+    list_gate: Option<Arc<Semaphore>>,
+    lists: AtomicUsize,
+    lists_waiting: AtomicUsize,
 }
 
 #[async_trait]
@@ -90,7 +94,14 @@ impl Store for GatedStore {
         self.inner.delete(series, range).await
     }
     async fn list_series(&self) -> Result<Vec<SeriesStats>, StoreError> {
-        self.inner.list_series().await
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let list = self.inner.list_series().await?;
+        if let Some(gate) = &self.list_gate {
+            self.lists_waiting.fetch_add(1, Ordering::SeqCst);
+            let _permit = gate.acquire().await.expect("gate open");
+            self.lists_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(list)
     }
     async fn write_actions(&self, s: &Symbol, a: &[CorporateAction]) -> Result<(), StoreError> {
         self.inner.write_actions(s, a).await
@@ -112,12 +123,13 @@ struct Rig {
 }
 
 fn rig(gate: Option<Arc<Semaphore>>, cache_bytes: u64) -> Rig {
-    rig_with(gate, None, cache_bytes)
+    rig_with(gate, None, None, cache_bytes)
 }
 
 fn rig_with(
     gate: Option<Arc<Semaphore>>,
     hold: Option<(usize, Arc<Semaphore>)>,
+    list_gate: Option<Arc<Semaphore>>,
     cache_bytes: u64,
 ) -> Rig {
     let dir = tempfile::tempdir().unwrap();
@@ -129,6 +141,9 @@ fn rig_with(
         hold,
         held: AtomicUsize::new(0),
         asked: Mutex::new(Vec::new()),
+        list_gate,
+        lists: AtomicUsize::new(0),
+        lists_waiting: AtomicUsize::new(0),
     });
     let meta = MetaDb::open(&dir.path().join("meta.db")).unwrap();
     let writer = Writer::new(store.clone(), meta);
@@ -466,7 +481,7 @@ fn json_chunks() -> usize {
 /// JSON of one 1m series over 30 days ([`json_chunks`] chunks), the series written.
 async fn json_rig(hold: Option<(usize, Arc<Semaphore>)>) -> (Rig, Vec<Bar>) {
     // No cache: every load reads the store, so the passes' reads can be counted and held.
-    let r = rig_with(None, hold, 0);
+    let r = rig_with(None, hold, None, 0);
     let b = bars(T0, 30 * 1440, Interval::M1, 2.0);
     r.writer
         .write(&batch(&key("AAPL", Interval::M1), b.clone()))
@@ -535,4 +550,53 @@ async fn json_too_big_to_pin_is_broken_off_when_a_write_changes_a_chunk_between_
             body.len()
         ),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_share_one_series_list_but_never_one_fetched_before_a_write_they_follow() {
+    let gate = Arc::new(Semaphore::new(0));
+    // Building the reader starts the first list (of an empty store); it waits at the gate.
+    let r = rig_with(None, None, Some(gate.clone()), 64 << 20);
+    let store = r.store.clone();
+    let lists_waiting = |n: usize| {
+        let store = store.clone();
+        move || store.lists_waiting.load(Ordering::SeqCst) == n
+    };
+    wait_until("the start-up list", lists_waiting(1)).await;
+    let k = key("NVDA", Interval::D1);
+    r.writer
+        .write(&batch(&k, bars(T0, 10, Interval::D1, 1.0)))
+        .await
+        .unwrap();
+    // Started after that write: a new list, shared by a second request.
+    let (a, b) = (r.reader.clone(), r.reader.clone());
+    let early = tokio::spawn(async move { closes(&a, "NVDA", Interval::D1).await });
+    let joined = tokio::spawn(async move { closes(&b, "NVDA", Interval::D1).await });
+    wait_until("the first requests' list", lists_waiting(2)).await;
+    let cache = r.reader.cache().clone();
+    wait_until("both requests to wait for it", || {
+        cache.stats().misses == 0 && store.lists.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // Bars far beyond the listed extent, acknowledged before the next request starts.
+    let later = T0 + 4000 * 86_400;
+    r.writer
+        .write(&batch(&k, bars(later, 3, Interval::D1, 1.0)))
+        .await
+        .unwrap();
+    let c = r.reader.clone();
+    let after = tokio::spawn(async move { closes(&c, "NVDA", Interval::D1).await });
+    wait_until("a fresh list for the later request", lists_waiting(3)).await;
+    gate.add_permits(100);
+    assert_eq!(early.await.unwrap().len(), 10);
+    assert_eq!(joined.await.unwrap().len(), 10);
+    assert_eq!(
+        after.await.unwrap().len(),
+        13,
+        "the later request sees the acknowledged write"
+    );
+    assert_eq!(store.lists.load(Ordering::SeqCst), 3);
+    // The last list is installed; later reads list nothing.
+    assert_eq!(closes(&r.reader, "NVDA", Interval::D1).await.len(), 13);
+    assert_eq!(store.lists.load(Ordering::SeqCst), 3);
 }
