@@ -285,7 +285,7 @@ async fn cold() {
         "reference: curl -G {}/query -H 'Accept: application/csv' --data-urlencode db={db} --data-urlencode epoch=s --data-urlencode chunked=true --data-urlencode \"q={ohlcv}\"",
         influxd.url
     );
-    let runs = 7;
+    let runs = 11;
     for format in ["csv", "arrow"] {
         let path = format!("/api/v1/bars?symbols=BIG000&interval=1m&format={format}");
         let (mut reference, mut all, mut started, mut cleared) =
