@@ -162,19 +162,21 @@ impl DmsServe {
         }
     }
 
-    /// A line of `/proc/PID/status` (`VmHWM`, `VmRSS`) in MB.
-    fn status_mb(&self, field: &str) -> f64 {
+    /// Lines of `/proc/PID/status` (`VmHWM`, `VmRSS`, `RssAnon`, `RssFile`) in MB.
+    fn status_mb<const N: usize>(&self, fields: [&str; N]) -> [f64; N] {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .unwrap_or_else(|| panic!("{field} in /proc status"));
-        let kb: f64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb / 1024.0
+        fields.map(|field| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .unwrap_or_else(|| panic!("{field} in /proc status"));
+            let kb: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            kb / 1024.0
+        })
     }
 }
 
@@ -673,6 +675,10 @@ async fn rss() {
     let many = many.join(",");
     for (what, query) in [
         (
+            "1 symbol x 100k 1m bars, json",
+            "symbols=R000&interval=1m".to_string(),
+        ),
+        (
             "100 symbols x 100k 1m bars, json",
             format!("symbols={many}&interval=1m"),
         ),
@@ -684,22 +690,24 @@ async fn rss() {
             "100 symbols x 100k 1m bars, csv",
             format!("symbols={many}&interval=1m&format=csv"),
         ),
-        (
-            "1 symbol x 100k 1m bars, json",
-            "symbols=R000&interval=1m".to_string(),
-        ),
     ] {
         let server = DmsServe::start(&dir, &yaml, port);
-        let idle = server.status_mb("VmRSS");
+        let [idle] = server.status_mb(["VmRSS"]);
         let url = format!("{}/api/v1/bars?{query}", server.base);
-        let (t, n) = curl(&[&url]);
-        let peak = server.status_mb("VmHWM");
+        // The peak of each part of the RSS, sampled while curl downloads.
+        let download = std::thread::spawn(move || curl(&[&url]));
+        let (mut anon, mut file) = (0f64, 0f64);
+        while !download.is_finished() {
+            let [a, f] = server.status_mb(["RssAnon", "RssFile"]);
+            (anon, file) = (anon.max(a), file.max(f));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (t, n) = download.join().unwrap();
+        let [peak] = server.status_mb(["VmHWM"]);
         println!(
-            "{what}: {:.0} MB in {:.1} s; dms serve RSS {:.0} MB at start, peak {:.0} MB (target <= 200 MB)",
+            "{what}: {:.0} MB in {:.1} s; dms serve RSS {idle:.0} MB at start, peak {peak:.0} MB (target <= 200 MB): anonymous {anon:.0} MB, file-backed {file:.0} MB (sampled peaks)",
             n as f64 / 1e6,
             t.as_secs_f64(),
-            idle,
-            peak
         );
     }
 }
