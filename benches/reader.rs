@@ -134,7 +134,9 @@ impl DmsServe {
     fn start(dir: &Path, yaml: &str, port: u16) -> DmsServe {
         let cfg = dir.join("dms.yaml");
         std::fs::write(&cfg, yaml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dms"))
+        // `READER_BENCH_DMS` runs another build (an older one, for a before/after figure).
+        let bin = std::env::var("READER_BENCH_DMS").unwrap_or(env!("CARGO_BIN_EXE_dms").into());
+        let child = Command::new(bin)
             .arg("serve")
             .arg("--config")
             .arg(&cfg)
