@@ -531,7 +531,11 @@ impl Reader {
             }
             match body_rx.poll_recv(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+                Poll::Ready(Some(item)) => {
+                    // An error ends the body.
+                    ended = item.is_err();
+                    Poll::Ready(Some(item))
+                }
                 // The driver ended: cleanly only if it said so; otherwise (dropped for a
                 // stalled client, a panic) the body must not look complete.
                 Poll::Ready(None) => {
