@@ -1,7 +1,7 @@
 //! `GET /api/v1/bars`: the batch read for backtests, and the request parsing shared with
 //! `dms read` and the other read endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -73,12 +73,15 @@ pub struct SeriesColumns {
     pub volume: Vec<f64>,
 }
 
-/// Parses a comma-separated symbol list: each checked, duplicates removed, order kept.
+/// Parses a comma-separated symbol list: each checked, duplicates removed (in linear time),
+/// order of first appearance kept, at most [`MAX_SYMBOLS_PER_REQUEST`] distinct symbols. Used by
+/// every endpoint and command that takes a symbol list.
 pub fn parse_symbols(s: &str) -> Result<Vec<Symbol>, ApiError> {
     let mut out: Vec<Symbol> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let sym = Symbol::parse(part).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        if !out.contains(&sym) {
+        if seen.insert(part) {
             out.push(sym);
         }
         if out.len() > MAX_SYMBOLS_PER_REQUEST {
@@ -182,4 +185,29 @@ pub async fn bars(
         HeaderValue::from_static(format.content_type()),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_are_deduplicated_in_order_of_first_appearance() {
+        let got = parse_symbols(" MSFT,AAPL, MSFT,,0700.HK,AAPL ").unwrap();
+        let got: Vec<&str> = got.iter().map(Symbol::as_str).collect();
+        assert_eq!(got, ["MSFT", "AAPL", "0700.HK"]);
+        // The limit counts distinct symbols: the most there may be, each sent twice, pass.
+        let many: Vec<String> = (0..MAX_SYMBOLS_PER_REQUEST)
+            .map(|i| format!("S{i}"))
+            .collect();
+        let twice = format!("{},{}", many.join(","), many.join(","));
+        assert_eq!(
+            parse_symbols(&twice).unwrap().len(),
+            MAX_SYMBOLS_PER_REQUEST
+        );
+        let err = parse_symbols(&format!("{twice},ONE.MORE")).unwrap_err();
+        assert!(err.to_string().contains("more than 10000 symbols"), "{err}");
+        assert!(parse_symbols(" , ").is_err());
+        assert!(parse_symbols("AAPL,BAD SYMBOL").is_err());
+    }
 }

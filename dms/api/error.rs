@@ -115,7 +115,9 @@ impl From<crate::reader::ReadError> for ApiError {
             }
             crate::reader::ReadError::Store(s) => s.into(),
             crate::reader::ReadError::Spooled { .. } => ApiError::Unavailable(e.to_string()),
-            crate::reader::ReadError::Encode(_) => ApiError::Internal(e.to_string()),
+            crate::reader::ReadError::Encode(_) | crate::reader::ReadError::Interrupted(_) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -18,5 +18,5 @@ pub use bar::{Bar, BarError, SourceKind};
 pub use calendar::{BarStarts, Calendar, Overrides, Session, Sessions};
 pub use interval::Interval;
 pub use market::Market;
-pub use range::{RangeError, TimeRange};
+pub use range::{RangeError, Tiling, TimeRange};
 pub use symbol::{SeriesKey, Symbol, SymbolError};

@@ -8,15 +8,23 @@
 //!   `timestamp[s, tz=UTC]` in Arrow, `timestamp[ms, tz=UTC]` in Parquet (whose timestamp
 //!   type has no seconds unit: a seconds column would be read back as a bare integer).
 //!
-//! Encoders are incremental — `begin`, then `series` once per part of a symbol's bars (a
-//! symbol's parts are consecutive and in time order), then `finish` — writing into an
-//! [`Output`] that hands full buffers to a sink as it goes, so a large result is streamed,
-//! never built whole. JSON columns cannot be interleaved, so the JSON encoder holds a symbol's
-//! parts (shared, not copied: see [`Columns`]) until the symbol ends, then writes it column by
-//! column, flushing between parts. Arrow and Parquet coalesce small parts into record batches
-//! of up to [`BATCH_ROWS`] rows. With `adjusted`, OHLC are scaled by `adj_close / close` where
-//! the bar has an `adj_close`.
+//! Encoders are incremental — `begin`, then `part` for each part of a symbol's bars, then
+//! `finish` — writing into an [`Output`] that cuts what it holds into pieces as it goes, so a
+//! large result is streamed, never built whole. A symbol's parts come consecutively, in time
+//! order, once per *pass* ([`Encoder::passes`]): the long formats take one pass; JSON takes
+//! six, writing one column per pass (`ts`, then `open`, ... `volume`), so it never holds more
+//! than the part in hand whatever the size of the symbol. With `adjusted`, OHLC are scaled by
+//! `adj_close / close` where the bar has an `adj_close`.
+//!
+//! CSV and Arrow also have *chunk bytes* ([`Encoder::chunk_bytes`]): the bytes a whole chunk
+//! of a symbol stands for in any response (its CSV rows, one Arrow record-batch message), which
+//! the reader caches under the [`EncodingKey`] the encoder names. Parts that are not whole
+//! chunks (the edges of a range) go through [`Encoder::part`]; Arrow and Parquet coalesce runs
+//! of them into record batches of up to [`BATCH_ROWS`] rows.
+//!
+//! [`Columns`] (bars as shared, immutable Arrow buffers) is defined here, below the reader.
 
+pub mod columns;
 mod text;
 
 use std::str::FromStr;
@@ -31,8 +39,9 @@ use arrow_array::{
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+pub use columns::Columns;
+
 use crate::domain::{Bar, Interval};
-use crate::reader::Columns;
 pub use text::{TsFormatter, push_f64, push_rfc3339};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,77 +92,92 @@ pub enum EncodeError {
         format: &'static str,
         message: String,
     },
-    /// The consumer of a streamed result went away (the client disconnected): stop quietly.
-    #[error("the reader of the result went away")]
-    Closed,
 }
 
-/// Where an encoder writes: a buffer, handed to a sink whenever it holds at least
-/// `flush_at` bytes (streaming), or kept whole (small results, tests).
-pub struct Output<'a> {
+/// What an encoder's chunk bytes depend on besides the chunk's bars, as the encoder sees it
+/// (its format and options). The reader's cache keeps chunk bytes under `(chunk, key)` and
+/// never looks inside: a new encoder or option needs no change there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EncodingKey {
+    encoder: &'static str,
+    variant: u64,
+}
+
+impl EncodingKey {
+    pub const fn new(encoder: &'static str, variant: u64) -> EncodingKey {
+        EncodingKey { encoder, variant }
+    }
+}
+
+/// Where an encoder writes: a buffer, cut into pieces of about `flush_at` bytes that the
+/// caller takes with [`Output::take_pieces`] (streaming), or kept whole (small results, tests).
+pub struct Output {
     pub buf: Vec<u8>,
-    /// Takes a full buffer; returns false when the consumer is gone.
-    sink: Option<&'a mut (dyn FnMut(Bytes) -> bool + Send)>,
+    /// Full pieces, in order, not yet taken.
+    pieces: Vec<Bytes>,
     flush_at: usize,
 }
 
-impl<'a> Output<'a> {
+impl Output {
     /// An output that keeps everything in `buf`.
-    pub fn buffered() -> Output<'static> {
+    pub fn buffered() -> Output {
         Output {
             buf: Vec::new(),
-            sink: None,
+            pieces: Vec::new(),
             flush_at: usize::MAX,
         }
     }
 
-    /// An output that hands `buf` to `sink` once it holds `flush_at` bytes.
-    pub fn streaming(sink: &'a mut (dyn FnMut(Bytes) -> bool + Send), flush_at: usize) -> Self {
+    /// An output that cuts a piece whenever `buf` holds `flush_at` bytes at a safe point.
+    pub fn streaming(flush_at: usize) -> Output {
         Output {
             buf: Vec::with_capacity(flush_at + flush_at / 4),
-            sink: Some(sink),
+            pieces: Vec::new(),
             flush_at,
         }
     }
 
-    /// Hands the buffer to the sink if it is full enough. Encoders call this at safe points.
-    pub fn maybe_flush(&mut self) -> Result<(), EncodeError> {
-        if self.buf.len() >= self.flush_at {
-            self.flush()?;
-        }
-        Ok(())
+    fn is_streaming(&self) -> bool {
+        self.flush_at != usize::MAX
     }
 
-    /// Hands whatever is buffered to the sink (a no-op for a buffered output).
-    pub fn flush(&mut self) -> Result<(), EncodeError> {
-        if let Some(sink) = self.sink.as_mut()
-            && !self.buf.is_empty()
-        {
+    /// Cuts a piece if the buffer is full enough. Encoders call this at safe points.
+    pub fn maybe_flush(&mut self) {
+        if self.buf.len() >= self.flush_at {
+            self.flush();
+        }
+    }
+
+    /// Cuts whatever is buffered into a piece (a no-op for a buffered output).
+    pub fn flush(&mut self) {
+        if self.is_streaming() && !self.buf.is_empty() {
             let full = std::mem::replace(
                 &mut self.buf,
                 Vec::with_capacity(self.flush_at + self.flush_at / 4),
             );
-            if !sink(Bytes::from(full)) {
-                return Err(EncodeError::Closed);
-            }
+            self.pieces.push(Bytes::from(full));
         }
-        Ok(())
     }
 
-    /// Appends already encoded bytes (a cached chunk's text): handed on as they are when
-    /// streaming, copied when buffering.
-    pub fn push_bytes(&mut self, bytes: Bytes) -> Result<(), EncodeError> {
-        if self.sink.is_none() {
+    /// The pieces cut so far, in order (what is still in `buf` stays).
+    pub fn take_pieces(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.pieces)
+    }
+
+    /// Bytes held, in pieces and in the buffer.
+    pub fn held(&self) -> usize {
+        self.buf.len() + self.pieces.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Appends already encoded bytes (a cached chunk's bytes): kept as they are, as their own
+    /// piece, when streaming; copied when buffering.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !self.is_streaming() {
             self.buf.extend_from_slice(&bytes);
-            return Ok(());
+            return;
         }
-        self.flush()?;
-        if let Some(sink) = self.sink.as_mut()
-            && !sink(bytes)
-        {
-            return Err(EncodeError::Closed);
-        }
-        Ok(())
+        self.flush();
+        self.pieces.push(bytes);
     }
 
     /// Appends bytes an encoder produced in its own buffer, moving instead of copying when
@@ -169,26 +193,45 @@ impl<'a> Output<'a> {
 
 /// An incremental encoder.
 pub trait Encoder: Send {
+    /// How many times a symbol's parts are given to [`Encoder::part`]: 1 for the long formats,
+    /// 6 for JSON (one column a pass).
+    fn passes(&self) -> usize {
+        1
+    }
+
     fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError>;
-    /// Appends a part of `symbol`'s bars (sorted by `ts`). Parts of one symbol are consecutive.
-    fn series(&mut self, symbol: &str, part: &Columns, out: &mut Output)
-    -> Result<(), EncodeError>;
+
+    /// Appends a part of `symbol`'s bars (sorted by `ts`) in pass `pass`. A symbol's calls are
+    /// consecutive: every part in time order with pass 0, then again with pass 1, and so on.
+    /// A symbol with no bars gets one empty part (pass 0), so that it is still listed.
+    fn part(
+        &mut self,
+        symbol: &str,
+        pass: usize,
+        part: &Columns,
+        out: &mut Output,
+    ) -> Result<(), EncodeError>;
+
     fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError>;
 
-    /// The bytes that stand for a whole chunk of `symbol` wherever it appears in a response of
-    /// this format (CSV: its rows; Arrow: one IPC record-batch message), so the reader can
-    /// cache them and append them verbatim after [`Encoder::flush_pending`]. `None`: the
-    /// format has no such bytes (JSON columns span a symbol; Parquet pages span row groups).
-    fn chunk_bytes(
-        &mut self,
-        _symbol: &str,
-        _part: &Columns,
-    ) -> Option<Result<Bytes, EncodeError>> {
+    /// The key this encoder's chunk bytes are cached under, if it has chunk bytes: bytes that
+    /// stand for a whole chunk of a symbol wherever it appears in a response (CSV: its rows;
+    /// Arrow: one IPC record-batch message). `None`: no such bytes (JSON columns span a
+    /// symbol; Parquet pages span row groups).
+    fn chunk_encoding(&self) -> Option<EncodingKey> {
         None
     }
 
-    /// Writes what the encoder holds back, before chunk bytes are appended.
-    fn flush_pending(&mut self, _out: &mut Output) -> Result<(), EncodeError> {
+    /// The chunk bytes of a whole chunk `part` of `symbol` (only when
+    /// [`Encoder::chunk_encoding`] is `Some`).
+    fn chunk_bytes(&mut self, _symbol: &str, _part: &Columns) -> Result<Bytes, EncodeError> {
+        Err(failed("chunk bytes", "this format has none"))
+    }
+
+    /// Appends chunk bytes (made by [`Encoder::chunk_bytes`] of an encoder with the same
+    /// [`EncodingKey`], now or for an earlier response) in place of the chunk's part.
+    fn append_chunk(&mut self, bytes: Bytes, out: &mut Output) -> Result<(), EncodeError> {
+        out.push_bytes(bytes);
         Ok(())
     }
 }
@@ -199,7 +242,8 @@ pub fn encoder(format: Format, interval: Interval, adjusted: bool) -> Box<dyn En
         Format::Json => Box::new(JsonEncoder {
             interval,
             adjusted,
-            current: None,
+            open: None,
+            first: true,
             any: false,
         }),
         Format::Csv => Box::new(CsvEncoder { adjusted }),
@@ -214,7 +258,8 @@ pub fn encoder(format: Format, interval: Interval, adjusted: bool) -> Box<dyn En
     }
 }
 
-/// Encodes everything at once (tests, small results, file fixtures).
+/// Encodes everything at once (tests, small results, file fixtures). Consecutive entries of
+/// one symbol are its parts.
 pub fn encode_all(
     format: Format,
     interval: Interval,
@@ -224,8 +269,16 @@ pub fn encode_all(
     let mut enc = encoder(format, interval, adjusted);
     let mut out = Output::buffered();
     enc.begin(&mut out)?;
-    for (s, bars) in series {
-        enc.series(s, &Columns::from_bars(bars), &mut out)?;
+    let parts: Vec<(&str, Columns)> = series
+        .iter()
+        .map(|(s, bars)| (*s, Columns::from_bars(bars)))
+        .collect();
+    for symbol in parts.chunk_by(|a, b| a.0 == b.0) {
+        for pass in 0..enc.passes() {
+            for (s, cols) in symbol {
+                enc.part(s, pass, cols, &mut out)?;
+            }
+        }
     }
     enc.finish(&mut out)?;
     Ok(out.buf)
@@ -240,74 +293,58 @@ fn failed(format: &'static str, e: impl std::fmt::Display) -> EncodeError {
 
 // ----- JSON -----
 
+/// The JSON columns, one a pass.
+const JSON_COLUMNS: [&str; 6] = ["ts", "open", "high", "low", "close", "volume"];
+
 struct JsonEncoder {
     interval: Interval,
     adjusted: bool,
-    /// The symbol whose object is open, and its parts so far.
-    current: Option<(String, Vec<Columns>)>,
+    /// The symbol whose object is open, and the column (pass) being written.
+    open: Option<(String, usize)>,
+    /// No value written yet in the open column.
+    first: bool,
+    /// A symbol was written already (the next needs a comma).
     any: bool,
 }
 
 impl JsonEncoder {
-    fn write_current(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        let Some((symbol, parts)) = self.current.take() else {
-            return Ok(());
+    /// Closes the open column and opens the following ones up to `pass`.
+    fn advance_to(&mut self, pass: usize, out: &mut Output) {
+        let Some((_, current)) = &mut self.open else {
+            return;
         };
-        if self.any {
+        while *current < pass {
+            *current += 1;
+            out.buf.extend_from_slice(b"],\"");
+            out.buf.extend_from_slice(JSON_COLUMNS[*current].as_bytes());
+            out.buf.extend_from_slice(b"\":[");
+            self.first = true;
+        }
+    }
+
+    /// Writes the columns the open symbol did not get (an empty symbol gets one part) and
+    /// closes it.
+    fn close(&mut self, out: &mut Output) {
+        if self.open.is_some() {
+            self.advance_to(JSON_COLUMNS.len() - 1, out);
+            out.buf.extend_from_slice(b"]}");
+            self.open = None;
+        }
+    }
+
+    fn comma(&mut self, out: &mut Output) {
+        if !self.first {
             out.buf.push(b',');
         }
-        self.any = true;
-        text::push_json_str(&mut out.buf, &symbol);
-        out.buf.extend_from_slice(b":{\"ts\":[");
-        let mut first = true;
-        let mut tsf = TsFormatter::default();
-        for p in &parts {
-            out.buf.reserve(p.len() * 23);
-            for &ts in p.ts.iter() {
-                if !first {
-                    out.buf.push(b',');
-                }
-                first = false;
-                out.buf.push(b'"');
-                tsf.push(&mut out.buf, ts);
-                out.buf.push(b'"');
-            }
-            out.maybe_flush()?;
-        }
-        let mut fmt = ryu::Buffer::new();
-        for (k, name) in ["open", "high", "low", "close", "volume"]
-            .into_iter()
-            .enumerate()
-        {
-            out.buf.extend_from_slice(b"],\"");
-            out.buf.extend_from_slice(name.as_bytes());
-            out.buf.extend_from_slice(b"\":[");
-            let mut first = true;
-            for p in &parts {
-                out.buf.reserve(p.len() * 12);
-                for i in 0..p.len() {
-                    if !first {
-                        out.buf.push(b',');
-                    }
-                    first = false;
-                    let v = match k {
-                        4 => p.volume[i],
-                        _ => {
-                            let (o, h, l, c) = p.ohlc(i, self.adjusted);
-                            [o, h, l, c][k]
-                        }
-                    };
-                    push_f64(&mut out.buf, v, &mut fmt);
-                }
-                out.maybe_flush()?;
-            }
-        }
-        out.buf.extend_from_slice(b"]}");
-        Ok(())
+        self.first = false;
     }
 }
 
 impl Encoder for JsonEncoder {
+    fn passes(&self) -> usize {
+        JSON_COLUMNS.len()
+    }
+
     fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
         out.buf.extend_from_slice(b"{\"interval\":\"");
         out.buf.extend_from_slice(self.interval.as_str().as_bytes());
@@ -315,24 +352,75 @@ impl Encoder for JsonEncoder {
         Ok(())
     }
 
-    fn series(
+    fn part(
         &mut self,
         symbol: &str,
+        pass: usize,
         part: &Columns,
         out: &mut Output,
     ) -> Result<(), EncodeError> {
-        match &mut self.current {
-            Some((s, parts)) if s == symbol => parts.push(part.clone()),
+        if pass >= JSON_COLUMNS.len() {
+            return Err(failed("json", format!("no column for pass {pass}")));
+        }
+        match &self.open {
+            Some((s, p)) if s == symbol => {
+                if pass < *p {
+                    return Err(failed("json", format!("pass {pass} after pass {p}")));
+                }
+                self.advance_to(pass, out);
+            }
             _ => {
-                self.write_current(out)?;
-                self.current = Some((symbol.to_string(), vec![part.clone()]));
+                self.close(out);
+                if self.any {
+                    out.buf.push(b',');
+                }
+                self.any = true;
+                text::push_json_str(&mut out.buf, symbol);
+                out.buf.extend_from_slice(b":{\"ts\":[");
+                self.open = Some((symbol.to_string(), 0));
+                self.first = true;
+                self.advance_to(pass, out);
             }
         }
+        if pass == 0 {
+            out.buf.reserve(part.len() * 23);
+            let mut tsf = TsFormatter::default();
+            for &ts in part.ts.iter() {
+                self.comma(out);
+                out.buf.push(b'"');
+                tsf.push(&mut out.buf, ts);
+                out.buf.push(b'"');
+            }
+        } else {
+            out.buf.reserve(part.len() * 12);
+            let mut fmt = ryu::Buffer::new();
+            let k = pass - 1;
+            let plain = match k {
+                0 => &part.open,
+                1 => &part.high,
+                2 => &part.low,
+                3 => &part.close,
+                _ => &part.volume,
+            };
+            if k < 4 && self.adjusted && part.adj_close.is_some() {
+                for i in 0..part.len() {
+                    self.comma(out);
+                    let (o, h, l, c) = part.ohlc(i, true);
+                    push_f64(&mut out.buf, [o, h, l, c][k], &mut fmt);
+                }
+            } else {
+                for &v in plain.iter() {
+                    self.comma(out);
+                    push_f64(&mut out.buf, v, &mut fmt);
+                }
+            }
+        }
+        out.maybe_flush();
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        self.write_current(out)?;
+        self.close(out);
         out.buf.extend_from_slice(b"}}");
         Ok(())
     }
@@ -344,27 +432,8 @@ struct CsvEncoder {
     adjusted: bool,
 }
 
-impl Encoder for CsvEncoder {
-    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
-        let mut own = Output::buffered();
-        Some(
-            self.series(symbol, part, &mut own)
-                .map(|()| Bytes::from(own.buf)),
-        )
-    }
-
-    fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        out.buf
-            .extend_from_slice(b"symbol,ts,open,high,low,close,volume\n");
-        Ok(())
-    }
-
-    fn series(
-        &mut self,
-        symbol: &str,
-        part: &Columns,
-        out: &mut Output,
-    ) -> Result<(), EncodeError> {
+impl CsvEncoder {
+    fn rows(&self, symbol: &str, part: &Columns, out: &mut Output) {
         let mut sym = Vec::new();
         text::push_csv_field(&mut sym, symbol);
         sym.push(b',');
@@ -408,8 +477,36 @@ impl Encoder for CsvEncoder {
                 }
                 out.buf.push(b'\n');
             }
-            out.maybe_flush()?;
+            out.maybe_flush();
         }
+    }
+}
+
+impl Encoder for CsvEncoder {
+    fn chunk_encoding(&self) -> Option<EncodingKey> {
+        Some(EncodingKey::new("csv", self.adjusted as u64))
+    }
+
+    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Result<Bytes, EncodeError> {
+        let mut own = Output::buffered();
+        self.rows(symbol, part, &mut own);
+        Ok(Bytes::from(own.buf))
+    }
+
+    fn begin(&mut self, out: &mut Output) -> Result<(), EncodeError> {
+        out.buf
+            .extend_from_slice(b"symbol,ts,open,high,low,close,volume\n");
+        Ok(())
+    }
+
+    fn part(
+        &mut self,
+        symbol: &str,
+        _pass: usize,
+        part: &Columns,
+        out: &mut Output,
+    ) -> Result<(), EncodeError> {
+        self.rows(symbol, part, out);
         Ok(())
     }
 
@@ -579,8 +676,8 @@ trait BatchWriter: Send + Sized {
     fn written(&mut self) -> &mut Vec<u8>;
     /// Whether a batch has bytes of its own in the output ([`Encoder::chunk_bytes`]).
     const CHUNK_BYTES: bool = false;
-    fn chunk_bytes(_batch: &RecordBatch) -> Option<Result<Bytes, EncodeError>> {
-        None
+    fn chunk_bytes(_batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        Err(failed(Self::FORMAT, "this format has no chunk bytes"))
     }
 }
 
@@ -606,24 +703,21 @@ impl BatchWriter for arrow_ipc::writer::StreamWriter<Vec<u8>> {
     }
 
     /// One record-batch message of exactly this batch, as the stream writer would write it.
-    fn chunk_bytes(batch: &RecordBatch) -> Option<Result<Bytes, EncodeError>> {
-        let encode = || -> Result<Bytes, EncodeError> {
-            let options = arrow_ipc::writer::IpcWriteOptions::default();
-            let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
-            let mut context = arrow_ipc::writer::IpcWriteContext::default();
-            let (dictionaries, message) = arrow_ipc::writer::IpcDataGenerator::default()
-                .encode(batch, &mut tracker, &options, &mut context)
-                .map_err(|e| failed(Self::FORMAT, e))?;
-            debug_assert!(
-                dictionaries.is_empty(),
-                "the long schema has no dictionaries"
-            );
-            let mut buf = Vec::with_capacity(batch.num_rows() * 60 + 512);
-            arrow_ipc::writer::write_message(&mut buf, message, &options)
-                .map_err(|e| failed(Self::FORMAT, e))?;
-            Ok(Bytes::from(buf))
-        };
-        Some(encode())
+    fn chunk_bytes(batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        let options = arrow_ipc::writer::IpcWriteOptions::default();
+        let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
+        let mut context = arrow_ipc::writer::IpcWriteContext::default();
+        let (dictionaries, message) = arrow_ipc::writer::IpcDataGenerator::default()
+            .encode(batch, &mut tracker, &options, &mut context)
+            .map_err(|e| failed(Self::FORMAT, e))?;
+        debug_assert!(
+            dictionaries.is_empty(),
+            "the long schema has no dictionaries"
+        );
+        let mut buf = Vec::with_capacity(batch.num_rows() * 60 + 512);
+        arrow_ipc::writer::write_message(&mut buf, message, &options)
+            .map_err(|e| failed(Self::FORMAT, e))?;
+        Ok(Bytes::from(buf))
     }
 }
 
@@ -676,7 +770,16 @@ impl<W: BatchWriter> BatchEncoder<W> {
             .ok_or_else(|| failed(W::FORMAT, "not started"))?;
         w.write(batch)?;
         out.append(w.written());
-        out.maybe_flush()
+        out.maybe_flush();
+        Ok(())
+    }
+
+    /// Writes the parts the batcher holds back.
+    fn flush_pending(&mut self, out: &mut Output) -> Result<(), EncodeError> {
+        if let Some(batch) = self.batcher.take()? {
+            self.write(&batch, out)?;
+        }
+        Ok(())
     }
 }
 
@@ -688,9 +791,10 @@ impl<W: BatchWriter> Encoder for BatchEncoder<W> {
         Ok(())
     }
 
-    fn series(
+    fn part(
         &mut self,
         symbol: &str,
+        _pass: usize,
         part: &Columns,
         out: &mut Output,
     ) -> Result<(), EncodeError> {
@@ -709,20 +813,17 @@ impl<W: BatchWriter> Encoder for BatchEncoder<W> {
         Ok(())
     }
 
-    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Option<Result<Bytes, EncodeError>> {
-        if !W::CHUNK_BYTES {
-            return None;
-        }
-        match self.batcher.batch(&[(symbol, part)]) {
-            Ok(batch) => W::chunk_bytes(&batch),
-            Err(e) => Some(Err(e)),
-        }
+    fn chunk_encoding(&self) -> Option<EncodingKey> {
+        W::CHUNK_BYTES.then_some(EncodingKey::new(W::FORMAT, self.batcher.adjusted as u64))
     }
 
-    fn flush_pending(&mut self, out: &mut Output) -> Result<(), EncodeError> {
-        if let Some(batch) = self.batcher.take()? {
-            self.write(&batch, out)?;
-        }
+    fn chunk_bytes(&mut self, symbol: &str, part: &Columns) -> Result<Bytes, EncodeError> {
+        W::chunk_bytes(&self.batcher.batch(&[(symbol, part)])?)
+    }
+
+    fn append_chunk(&mut self, bytes: Bytes, out: &mut Output) -> Result<(), EncodeError> {
+        self.flush_pending(out)?;
+        out.push_bytes(bytes);
         Ok(())
     }
 }
@@ -759,6 +860,9 @@ mod tests {
             &[("A", &a[..1]), ("A", &a[1..]), ("B\"", &b), ("C", &[])],
         )
         .unwrap();
+        assert!(
+            out.starts_with(br#"{"interval":"1d","series":{"A":{"ts":["2024-01-02T00:00:00Z","#)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["interval"], "1d");
         assert_eq!(
@@ -828,6 +932,32 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1000);
     }
 
+    /// Feeds `parts` (consecutive per symbol) to a streaming output cutting pieces of
+    /// `flush_at` bytes; returns the pieces.
+    fn streamed(
+        format: Format,
+        adjusted: bool,
+        parts: &[(&str, Columns)],
+        flush_at: usize,
+    ) -> Vec<Bytes> {
+        let mut out = Output::streaming(flush_at);
+        let mut enc = encoder(format, Interval::M1, adjusted);
+        let mut pieces = Vec::new();
+        enc.begin(&mut out).unwrap();
+        for symbol in parts.chunk_by(|a, b| a.0 == b.0) {
+            for pass in 0..enc.passes() {
+                for (s, cols) in symbol {
+                    enc.part(s, pass, cols, &mut out).unwrap();
+                    pieces.extend(out.take_pieces());
+                }
+            }
+        }
+        enc.finish(&mut out).unwrap();
+        out.flush();
+        pieces.extend(out.take_pieces());
+        pieces
+    }
+
     #[test]
     fn streaming_output_gives_the_same_bytes_as_buffered() {
         let a: Vec<Bar> = (0..100_000)
@@ -842,20 +972,15 @@ mod tests {
                 &[("A", &a[..40_000]), ("A", &a[40_000..])],
             )
             .unwrap();
-            let mut pieces: Vec<Vec<u8>> = Vec::new();
-            let mut sink = |b: Bytes| {
-                pieces.push(b.to_vec());
-                true
-            };
-            let mut out = Output::streaming(&mut sink, 4096);
-            let mut enc = encoder(format, Interval::M1, true);
-            enc.begin(&mut out).unwrap();
-            enc.series("A", &cols.slice(0, 40_000), &mut out).unwrap();
-            enc.series("A", &cols.slice(40_000, 60_000), &mut out)
-                .unwrap();
-            enc.finish(&mut out).unwrap();
-            out.flush().unwrap();
-            drop(out);
+            let pieces = streamed(
+                format,
+                true,
+                &[
+                    ("A", cols.slice(0, 40_000)),
+                    ("A", cols.slice(40_000, 60_000)),
+                ],
+                4096,
+            );
             // Parquet holds a row group (up to 256k rows) before writing it; the others stream.
             if format != Format::Parquet {
                 assert!(pieces.len() >= 3, "{format:?} was not streamed");
@@ -866,14 +991,168 @@ mod tests {
         }
     }
 
+    /// JSON as it was written before it was streamed by column: each symbol whole, all its
+    /// `ts`, then all its `open`, ... (kept here as the reference the streamed bytes must match).
+    fn json_reference(adjusted: bool, series: &[(&str, Vec<Bar>)]) -> Vec<u8> {
+        let mut out = br#"{"interval":"1m","series":{"#.to_vec();
+        let mut fmt = ryu::Buffer::new();
+        for (n, (symbol, bars)) in series.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            text::push_json_str(&mut out, symbol);
+            out.extend_from_slice(b":{");
+            let cols = Columns::from_bars(bars);
+            for (k, name) in JSON_COLUMNS.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(format!("\"{name}\":[").as_bytes());
+                for (i, b) in bars.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let (o, h, l, c) = cols.ohlc(i, adjusted);
+                    match k {
+                        0 => {
+                            out.push(b'"');
+                            push_rfc3339(&mut out, b.ts);
+                            out.push(b'"');
+                        }
+                        5 => push_f64(&mut out, b.volume, &mut fmt),
+                        _ => push_f64(&mut out, [o, h, l, c][k - 1], &mut fmt),
+                    }
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+
     #[test]
-    fn a_closed_consumer_stops_the_encoder() {
-        let a: Vec<Bar> = (0..10_000).map(|i| bar(i * 60, 10.0, None)).collect();
-        let mut sink = |_b: Bytes| false;
-        let mut out = Output::streaming(&mut sink, 1024);
-        let mut enc = encoder(Format::Csv, Interval::M1, false);
-        enc.begin(&mut out).unwrap();
-        let r = enc.series("A", &Columns::from_bars(&a), &mut out);
-        assert!(matches!(r, Err(EncodeError::Closed)));
+    fn json_streamed_by_column_gives_the_bytes_of_json_written_by_symbol() {
+        let a: Vec<Bar> = (0..30_000)
+            .map(|i| {
+                let adj = (i % 3 != 0).then_some(5.0 + i as f64 / 11.0);
+                bar(1_704_153_600 + i * 60, 10.0 + i as f64 / 7.0, adj)
+            })
+            .collect();
+        let b: Vec<Bar> = a[..7].to_vec();
+        let cols = Columns::from_bars(&a);
+        for adjusted in [false, true] {
+            let want = json_reference(
+                adjusted,
+                &[
+                    ("E0", vec![]),
+                    ("A\"q", a.clone()),
+                    ("E1", vec![]),
+                    ("B", b.clone()),
+                    ("E2", vec![]),
+                ],
+            );
+            let parts = [
+                ("E0", Columns::empty()),
+                ("A\"q", cols.slice(0, 1)),
+                ("A\"q", cols.slice(1, 20_000)),
+                ("A\"q", cols.slice(20_001, 0)),
+                ("A\"q", cols.slice(20_001, 9_999)),
+                ("E1", Columns::empty()),
+                ("B", Columns::from_bars(&b)),
+                ("E2", Columns::empty()),
+            ];
+            for flush_at in [1, 1000, 1 << 22] {
+                let got = streamed(Format::Json, adjusted, &parts, flush_at).concat();
+                assert!(
+                    got == want,
+                    "adjusted={adjusted} flush_at={flush_at}: {} vs {} bytes",
+                    got.len(),
+                    want.len()
+                );
+            }
+            // An empty symbol needs only its pass-0 part.
+            let mut out = Output::buffered();
+            let mut enc = encoder(Format::Json, Interval::M1, adjusted);
+            enc.begin(&mut out).unwrap();
+            enc.part("E0", 0, &Columns::empty(), &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            assert_eq!(out.buf, json_reference(adjusted, &[("E0", vec![])]));
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&json_reference(true, &[("B", b)])).unwrap();
+        assert_eq!(
+            json["series"]["B"]["close"][1],
+            serde_json::json!(5.0 + 1.0 / 11.0)
+        );
+    }
+
+    #[test]
+    fn chunk_bytes_are_keyed_by_what_they_depend_on() {
+        let keys = |format| {
+            [false, true].map(|adjusted| encoder(format, Interval::D1, adjusted).chunk_encoding())
+        };
+        let (csv, arrow) = (keys(Format::Csv), keys(Format::Arrow));
+        assert!(csv.iter().chain(&arrow).all(Option::is_some));
+        assert_ne!(csv[0], csv[1]);
+        assert_ne!(arrow[0], arrow[1]);
+        assert_ne!(csv[0], arrow[0]);
+        assert_eq!(keys(Format::Json), [None, None]);
+        assert_eq!(keys(Format::Parquet), [None, None]);
+        // Chunk bytes appended in place of a part give the bytes of the part.
+        let a: Vec<Bar> = (0..500)
+            .map(|i| bar(1_704_153_600 + i * 60, 10.0, None))
+            .collect();
+        let cols = Columns::from_bars(&a);
+        for format in [Format::Csv, Format::Arrow] {
+            let mut enc = encoder(format, Interval::M1, false);
+            let mut out = Output::buffered();
+            enc.begin(&mut out).unwrap();
+            enc.part("A", 0, &cols.slice(0, 10), &mut out).unwrap();
+            let bytes = enc.chunk_bytes("A", &cols.slice(10, 490)).unwrap();
+            enc.append_chunk(bytes, &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            let want = encode_all(
+                format,
+                Interval::M1,
+                false,
+                &[("A", &a[..10]), ("A", &a[10..])],
+            );
+            if format == Format::Csv {
+                assert_eq!(out.buf, want.unwrap());
+            } else {
+                let rows = |b: Vec<u8>| -> Vec<RecordBatch> {
+                    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(b), None)
+                        .unwrap()
+                        .map(|b| b.unwrap())
+                        .collect()
+                };
+                let got = rows(out.buf);
+                assert_eq!(
+                    got.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+                    [10, 490]
+                );
+                let want = arrow_select_concat(&rows(want.unwrap()));
+                assert_eq!(arrow_select_concat(&got), want);
+            }
+        }
+    }
+
+    /// The rows of `batches` as `(symbol, ts, close)`.
+    fn arrow_select_concat(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
+        let mut out = Vec::new();
+        for b in batches {
+            let sym = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let ts = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<TimestampSecondArray>()
+                .unwrap();
+            let close = b.column(5).as_any().downcast_ref::<Float64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                out.push((sym.value(i).to_string(), ts.value(i), close.value(i)));
+            }
+        }
+        out
     }
 }

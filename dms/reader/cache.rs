@@ -18,6 +18,17 @@
 //! or has already inserted its chunk (and `touched` drops it). Cached values are immutable
 //! [`Columns`]: a write replaces a chunk, never edits one, so no reader sees a torn chunk.
 //!
+//! # What an entry holds
+//! A chunk is loaded with the [`Fields`] its request needs: OHLCV for a plain read, OHLCV and
+//! `adj_close` for an adjusted one (`source` is never part of an output). An entry records
+//! what it was loaded with and answers every request it *covers*: a chunk loaded with
+//! `adj_close` serves both kinds, one loaded without serves only plain reads, and an adjusted
+//! miss on it loads the chunk again and replaces the entry (never the other way round). Each
+//! entry may also keep *encoded bytes* of the whole chunk, under the [`EncodingKey`] the encoder
+//! names (the cache does not know what they mean); they are derived from the entry's columns,
+//! evicted before them, dropped with them, and stored only while those columns are still the
+//! entry's ([`ChunkCache::put_encoded`]), so they can never outlive a write.
+//!
 //! # Single flight
 //! Concurrent misses of one chunk share one store read: the first miss registers a
 //! [`Shared`] future in the flight map; later misses clone it. Whichever waiter polls it drives
@@ -34,30 +45,35 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 
-use super::columns::{Columns, ENTRY_OVERHEAD};
-use crate::domain::{Interval, SeriesKey, TimeRange};
-use crate::ingest::WriteListener;
-use crate::store::{Store, StoreError};
-use crate::telemetry::metrics;
 use bytes::Bytes;
 
-/// The span of one reader chunk for an interval, in seconds: ten days of 1-minute bars (at
-/// most 14,400 bars, in proportion for other intraday intervals), a year of daily bars, ten
-/// years of weekly, fifty of monthly. Chosen as whole multiples of the embedded store's own
-/// chunk spans, so a chunk read maps onto whole store rows; correctness does not depend on it.
-pub fn chunk_span(interval: Interval) -> i64 {
-    match interval {
+use crate::domain::{Interval, SeriesKey, Tiling, TimeRange};
+use crate::format::{Columns, EncodingKey};
+use crate::ingest::WriteListener;
+use crate::store::{Fields, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// Bookkeeping bytes charged to every cached chunk and every encoding on top of its data (key,
+/// LRU links).
+pub const ENTRY_OVERHEAD: usize = 160;
+
+/// How the reader cuts a series into chunks (its unit of caching, loading and invalidation):
+/// ten days of 1-minute bars (at most 14,400 bars, in proportion for other intraday
+/// intervals), a year of daily bars, ten years of weekly, fifty of monthly.
+///
+/// Larger than the embedded store's chunks (`store::chunk::tiling`: a day of 1-minute bars),
+/// which are sized so that an incremental update rewrites little; the reader wants fewer,
+/// larger pieces — fewer cache entries and store round trips per read, encoded bytes worth
+/// keeping — and pays for a write only by dropping and reloading one chunk. Chosen as whole
+/// multiples of the store's spans, so a reader chunk maps onto whole store rows; correctness
+/// does not depend on it.
+pub fn chunk_tiling(interval: Interval) -> Tiling {
+    Tiling::new(match interval {
         i if i.is_intraday() => i.nominal_secs() * 1440 * 10,
         Interval::D1 => 365 * 86_400,
         Interval::W1 => 3640 * 86_400,
         _ => 18_250 * 86_400,
-    }
-}
-
-/// The start of the chunk holding `ts`.
-pub fn chunk_start(interval: Interval, ts: i64) -> i64 {
-    let s = chunk_span(interval);
-    ts.div_euclid(s) * s
+    })
 }
 
 /// One chunk: a series and the start of its span.
@@ -69,8 +85,7 @@ pub struct ChunkKey {
 
 impl ChunkKey {
     pub fn range(&self) -> TimeRange {
-        TimeRange::new(self.start, self.start + chunk_span(self.series.interval))
-            .expect("spans are positive")
+        chunk_tiling(self.series.interval).tile(self.start)
     }
 }
 
@@ -83,7 +98,8 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Chunks held now.
     pub entries: u64,
-    /// Encoded texts of whole chunks held now (CSV rows, served without re-formatting).
+    /// Encoded bytes of whole chunks held now (CSV rows, Arrow record batches), served
+    /// without encoding again.
     pub text_entries: u64,
     /// Chunk lookups answered from the cache.
     pub hits: u64,
@@ -109,23 +125,95 @@ struct Flight {
     fut: FlightFuture,
 }
 
+type ExtentMap = HashMap<SeriesKey, (i64, i64)>;
+type ListFuture = Shared<BoxFuture<'static, Result<Arc<ExtentMap>, SharedError>>>;
+
 /// Series extents (`first`, `last` timestamps), used to clip open-ended reads; `None` until
-/// loaded, and again after a touch too wide to fold in.
+/// loaded, and again after a touch too wide to fold in. Loaded with one `list_series` shared
+/// by every request that needs them meanwhile (and started when the reader is built), under
+/// the rule chunk loads keep: a touch detaches the list in flight, so a request that starts
+/// after a write was acknowledged never joins a list fetched before it.
 struct Extents {
-    map: Option<HashMap<SeriesKey, (i64, i64)>>,
-    /// Bumped by every touch: a list fetched across a touch is used but not installed.
+    map: Option<ExtentMap>,
+    /// Bumped by every touch: a list fetched across a touch is used by the requests that
+    /// joined it, but not installed.
     generation: u64,
+    /// The list in flight, if any (started at `generation`).
+    loading: Option<ListFuture>,
+}
+
+/// A cached chunk: its columns and what they were loaded with.
+struct Entry {
+    cols: Columns,
+    fields: Fields,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        ENTRY_OVERHEAD + self.cols.bytes()
+    }
+}
+
+/// Whether columns loaded with `held` answer a request for `wanted`.
+fn covers(held: Fields, wanted: Fields) -> bool {
+    (held.adj_close || !wanted.adj_close) && (held.source || !wanted.source)
+}
+
+/// Every field set a flight may have been started with.
+const FIELD_SETS: [Fields; 4] = [
+    Fields::OHLCV,
+    Fields {
+        adj_close: true,
+        source: false,
+    },
+    Fields {
+        adj_close: false,
+        source: true,
+    },
+    Fields::ALL,
+];
+
+/// Encoded bytes of one whole chunk, one per encoding.
+type Encodings = Vec<(EncodingKey, Bytes)>;
+
+fn encodings_bytes(e: &Encodings) -> usize {
+    e.iter().map(|(_, b)| b.len() + ENTRY_OVERHEAD).sum()
 }
 
 struct State {
-    lru: LruCache<ChunkKey, Columns>,
-    /// Encoded bytes of whole chunks (CSV rows, Arrow IPC messages), by chunk and [`TextKind`]: derived from the
+    lru: LruCache<ChunkKey, Entry>,
+    /// Encoded bytes of whole chunks by chunk, each under its encoder's key: derived from the
     /// cached columns, dropped with them on a write, evicted before them.
-    text: LruCache<(ChunkKey, TextKind), Bytes>,
-    /// Columns and text together.
+    encoded: LruCache<ChunkKey, Encodings>,
+    /// Encodings held in `encoded`.
+    encodings: usize,
+    /// Columns and encodings together.
     bytes: usize,
-    flights: HashMap<ChunkKey, Flight>,
+    /// In-flight loads, by chunk and the fields they read.
+    flights: HashMap<(ChunkKey, Fields), Flight>,
     extents: Extents,
+}
+
+impl State {
+    /// Drops the encodings of `key`; returns how many bytes they held.
+    fn drop_encoded(&mut self, key: &ChunkKey) {
+        if let Some(e) = self.encoded.pop(key) {
+            self.bytes -= encodings_bytes(&e);
+            self.encodings -= e.len();
+        }
+    }
+
+    /// Drops `key`'s entry and encodings; true if there was an entry.
+    fn drop_chunk(&mut self, key: &ChunkKey) -> bool {
+        self.drop_encoded(key);
+        match self.lru.pop(key) {
+            Some(v) => {
+                self.bytes -= v.bytes();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The reader's chunk cache. Shared as an `Arc`; also the [`WriteListener`] that keeps it true.
@@ -141,25 +229,6 @@ pub struct ChunkCache {
     invalidations: AtomicU64,
 }
 
-/// Which encoding of a chunk a text entry holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TextKind {
-    Csv,
-    CsvAdjusted,
-    /// An Arrow IPC record-batch message of the chunk.
-    Arrow,
-    ArrowAdjusted,
-}
-
-impl TextKind {
-    const ALL: [TextKind; 4] = [
-        TextKind::Csv,
-        TextKind::CsvAdjusted,
-        TextKind::Arrow,
-        TextKind::ArrowAdjusted,
-    ];
-}
-
 /// Touches spanning more chunks than this scan the cache instead of enumerating chunk starts.
 const ENUMERATE_LIMIT: i64 = 4096;
 
@@ -173,12 +242,14 @@ impl ChunkCache {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
-                text: LruCache::unbounded(),
+                encoded: LruCache::unbounded(),
+                encodings: 0,
                 bytes: 0,
                 flights: HashMap::new(),
                 extents: Extents {
                     map: None,
                     generation: 0,
+                    loading: None,
                 },
             }),
             next_flight: AtomicU64::new(1),
@@ -200,7 +271,7 @@ impl ChunkCache {
             max_bytes: self.max_bytes as u64,
             bytes: st.bytes as u64,
             entries: st.lru.len() as u64,
-            text_entries: st.text.len() as u64,
+            text_entries: st.encodings as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             loads: self.loads.load(Ordering::Relaxed),
@@ -215,20 +286,25 @@ impl ChunkCache {
     pub fn clear(&self) {
         let mut st = self.lock();
         st.lru.clear();
-        st.text.clear();
+        st.encoded.clear();
+        st.encodings = 0;
         st.bytes = 0;
         metrics().cache_bytes.set(0);
     }
 
-    /// The encoded text of a whole chunk, if cached.
-    pub fn text(&self, key: &ChunkKey, kind: TextKind) -> Option<Bytes> {
-        self.lock().text.get(&(key.clone(), kind)).cloned()
+    /// The encoded bytes of a whole chunk under `encoding`, if cached.
+    pub fn encoded(&self, key: &ChunkKey, encoding: EncodingKey) -> Option<Bytes> {
+        let mut st = self.lock();
+        let e = st.encoded.get(key)?;
+        e.iter()
+            .find(|(k, _)| *k == encoding)
+            .map(|(_, b)| b.clone())
     }
 
-    /// Caches the encoded text of a whole chunk, made from `from` — but only while `from` is
-    /// still the chunk's cached columns: if a write dropped them since, the text may be stale.
-    pub fn put_text(&self, key: &ChunkKey, from: &Columns, kind: TextKind, text: Bytes) {
-        let size = text.len() + ENTRY_OVERHEAD;
+    /// Caches the encoded bytes of a whole chunk, made from `from` — but only while `from` is
+    /// still the chunk's cached columns: if a write dropped them since, the bytes may be stale.
+    pub fn put_encoded(&self, key: &ChunkKey, from: &Columns, encoding: EncodingKey, bytes: Bytes) {
+        let size = bytes.len() + ENTRY_OVERHEAD;
         if size > self.max_bytes / 4 {
             return;
         }
@@ -236,31 +312,44 @@ impl ChunkCache {
         let current = st
             .lru
             .peek(key)
-            .is_some_and(|c| c.ts.ptr_eq(&from.ts) && c.len() == from.len());
+            .is_some_and(|e| e.cols.ts.ptr_eq(&from.ts) && e.cols.len() == from.len());
         if !current {
             return;
         }
-        if let Some((_, old)) = st.text.push((key.clone(), kind), text) {
-            st.bytes -= old.len() + ENTRY_OVERHEAD;
+        let st = &mut *st;
+        let list = st.encoded.get_or_insert_mut(key.clone(), Vec::new);
+        match list.iter_mut().find(|(k, _)| *k == encoding) {
+            Some((_, old)) => {
+                st.bytes -= old.len();
+                *old = bytes;
+                st.bytes += size - ENTRY_OVERHEAD;
+            }
+            None => {
+                list.push((encoding, bytes));
+                st.encodings += 1;
+                st.bytes += size;
+            }
         }
-        st.bytes += size;
-        self.evict(&mut st);
+        self.evict(st);
     }
 
     /// The cached chunk, without touching recency or counters (for counting bars).
     pub fn peek(&self, key: &ChunkKey) -> Option<Columns> {
-        self.lock().lru.peek(key).cloned()
+        self.lock().lru.peek(key).map(|e| e.cols.clone())
     }
 
-    /// Every chunk of `keys` if all are cached (counted as hits), else `None` (nothing counted).
-    pub fn get_all_cached(&self, keys: &[&ChunkKey]) -> Option<Vec<Columns>> {
+    /// Every chunk of `keys` if all are cached with `fields` (counted as hits), else `None`
+    /// (nothing counted).
+    pub fn get_all_cached(&self, keys: &[&ChunkKey], fields: Fields) -> Option<Vec<Columns>> {
         let mut st = self.lock();
-        if !keys.iter().all(|k| st.lru.contains(k)) {
+        let held =
+            |st: &State, k: &ChunkKey| st.lru.peek(k).is_some_and(|e| covers(e.fields, fields));
+        if !keys.iter().all(|k| held(&st, k)) {
             return None;
         }
         let out: Vec<Columns> = keys
             .iter()
-            .filter_map(|k| st.lru.get(*k).cloned())
+            .filter_map(|k| st.lru.get(*k).map(|e| e.cols.clone()))
             .collect();
         drop(st);
         self.hit(out.len() as u64);
@@ -272,31 +361,39 @@ impl ChunkCache {
         metrics().cache_hits.inc_by(n);
     }
 
-    /// The chunk, from the cache or from `store` (one read shared by concurrent misses).
+    /// The chunk with (at least) `fields`, from the cache or from `store` (one read shared by
+    /// concurrent misses).
     pub async fn get(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         key: &ChunkKey,
+        fields: Fields,
     ) -> Result<Columns, StoreError> {
         let fut = {
             let mut st = self.lock();
-            if let Some(c) = st.lru.get(key) {
-                let c = c.clone();
+            if let Some(e) = st.lru.get(key)
+                && covers(e.fields, fields)
+            {
+                let c = e.cols.clone();
                 drop(st);
                 self.hit(1);
                 return Ok(c);
             }
             self.misses.fetch_add(1, Ordering::Relaxed);
             metrics().cache_misses.inc();
-            match st.flights.get(key) {
+            let joinable = FIELD_SETS
+                .iter()
+                .filter(|f| covers(**f, fields))
+                .find_map(|f| st.flights.get(&(key.clone(), *f)));
+            match joinable {
                 Some(f) => f.fut.clone(),
                 None => {
                     let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-                    let fut = load(Arc::downgrade(self), store.clone(), key.clone(), id)
+                    let fut = load(Arc::downgrade(self), store.clone(), key.clone(), fields, id)
                         .boxed()
                         .shared();
                     st.flights.insert(
-                        key.clone(),
+                        (key.clone(), fields),
                         Flight {
                             id,
                             fut: fut.clone(),
@@ -310,25 +407,32 @@ impl ChunkCache {
     }
 
     /// Called by a finished load: unregisters its flight and, if no write detached it in the
-    /// meantime, caches the chunk.
-    fn complete(&self, key: ChunkKey, id: u64, cols: Option<&Columns>) {
+    /// meantime, caches the chunk — unless the entry already there holds more fields (it is as
+    /// fresh: a write would have dropped it).
+    fn complete(&self, key: ChunkKey, fields: Fields, id: u64, cols: Option<&Columns>) {
         let mut st = self.lock();
-        let ours = st.flights.get(&key).is_some_and(|f| f.id == id);
+        let flight = (key, fields);
+        let ours = st.flights.get(&flight).is_some_and(|f| f.id == id);
         if !ours {
             return;
         }
-        st.flights.remove(&key);
-        if let Some(cols) = cols {
-            self.insert(&mut st, key, cols.clone());
+        st.flights.remove(&flight);
+        let (key, fields) = flight;
+        let wider = st.lru.peek(&key).is_some_and(|e| covers(e.fields, fields));
+        if let (Some(cols), false) = (cols, wider) {
+            self.insert(&mut st, key, cols.clone(), fields);
         }
     }
 
-    fn insert(&self, st: &mut State, key: ChunkKey, cols: Columns) {
-        let size = cols.bytes();
+    fn insert(&self, st: &mut State, key: ChunkKey, cols: Columns, fields: Fields) {
+        let entry = Entry { cols, fields };
+        let size = entry.bytes();
         if size > self.max_bytes {
             return;
         }
-        if let Some((_, old)) = st.lru.push(key, cols) {
+        // Encodings were made from the entry being replaced.
+        st.drop_encoded(&key);
+        if let Some((_, old)) = st.lru.push(key, entry) {
             st.bytes -= old.bytes();
         }
         st.bytes += size;
@@ -339,8 +443,9 @@ impl ChunkCache {
     fn evict(&self, st: &mut State) {
         let mut evicted = 0u64;
         while st.bytes > self.max_bytes {
-            if let Some((_, t)) = st.text.pop_lru() {
-                st.bytes -= t.len() + ENTRY_OVERHEAD;
+            if let Some((_, e)) = st.encoded.pop_lru() {
+                st.bytes -= encodings_bytes(&e);
+                st.encodings -= e.len();
                 continue;
             }
             match st.lru.pop_lru() {
@@ -359,90 +464,89 @@ impl ChunkCache {
     }
 
     /// `(first, last)` of each series that has bars (`None` for one that has none), from the
-    /// extents the cache keeps, loading them with one `list_series` when unknown.
+    /// extents the cache keeps, loading them with one `list_series` when unknown (shared with
+    /// the requests already waiting for one, unless a write touched anything since it began).
     pub async fn extents(
-        &self,
+        self: &Arc<Self>,
         store: &Arc<dyn Store>,
         series: &[SeriesKey],
     ) -> Result<Vec<Option<(i64, i64)>>, StoreError> {
-        let generation = {
-            let st = self.lock();
+        let fut = {
+            let mut st = self.lock();
             if let Some(map) = &st.extents.map {
                 return Ok(series.iter().map(|s| map.get(s).copied()).collect());
             }
-            st.extents.generation
+            match &st.extents.loading {
+                Some(f) => f.clone(),
+                None => {
+                    let generation = st.extents.generation;
+                    let fut = list_extents(Arc::downgrade(self), store.clone(), generation)
+                        .boxed()
+                        .shared();
+                    st.extents.loading = Some(fut.clone());
+                    fut
+                }
+            }
         };
-        let listed = store.list_series().await?;
-        let map: HashMap<SeriesKey, (i64, i64)> = listed
-            .into_iter()
-            .map(|s| (s.series, (s.first, s.last)))
-            .collect();
-        let out = series.iter().map(|s| map.get(s).copied()).collect();
-        // The list was fetched after this request started, so it answers this request; it
-        // is kept for later ones only if no write touched anything while it was fetched.
-        let mut st = self.lock();
-        if st.extents.generation == generation {
-            st.extents.map = Some(map);
-        }
-        Ok(out)
+        // The list began after this request did (a touch since would have detached it), so
+        // it answers this request.
+        let map = fut.await.map_err(|e| clone_error(&e))?;
+        Ok(series.iter().map(|s| map.get(s).copied()).collect())
+    }
+
+    /// Starts loading the extents in the background, so the first request does not wait for
+    /// them (no-op outside a tokio runtime).
+    pub fn warm_extents(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cache, store) = (self.clone(), store.clone());
+        rt.spawn(async move {
+            if let Err(e) = cache.extents(&store, &[]).await {
+                tracing::debug!(error = %e, "series extents not loaded at start-up");
+            }
+        });
     }
 
     /// Drops every cached chunk and in-flight load of `series` overlapping `range`, and widens
     /// the series' extent to cover `range`.
     fn invalidate(&self, series: &SeriesKey, range: TimeRange) {
-        let span = chunk_span(series.interval);
-        let first = chunk_start(series.interval, range.start());
-        let last = chunk_start(series.interval, range.end() - 1);
+        let tiling = chunk_tiling(series.interval);
         let mut st = self.lock();
         let mut dropped = 0u64;
-        if (last - first) / span < ENUMERATE_LIMIT {
-            let mut start = first;
-            while start <= last {
+        if tiling.count(range) <= ENUMERATE_LIMIT {
+            for start in tiling.starts(range) {
                 let key = ChunkKey {
                     series: series.clone(),
                     start,
                 };
-                if let Some(v) = st.lru.pop(&key) {
-                    st.bytes -= v.bytes();
-                    dropped += 1;
+                dropped += st.drop_chunk(&key) as u64;
+                for f in FIELD_SETS {
+                    st.flights.remove(&(key.clone(), f));
                 }
-                for kind in TextKind::ALL {
-                    if let Some(t) = st.text.pop(&(key.clone(), kind)) {
-                        st.bytes -= t.len() + ENTRY_OVERHEAD;
-                    }
-                }
-                st.flights.remove(&key);
-                start += span;
             }
         } else {
+            let (first, last) = (
+                tiling.start_of(range.start()),
+                tiling.start_of(range.end() - 1),
+            );
             let hit = |k: &ChunkKey| k.series == *series && k.start >= first && k.start <= last;
             let doomed: Vec<ChunkKey> = st
                 .lru
                 .iter()
-                .filter(|(k, _)| hit(k))
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| k)
+                .chain(st.encoded.iter().map(|(k, _)| k))
+                .filter(|k| hit(k))
+                .cloned()
                 .collect();
             for k in doomed {
-                if let Some(v) = st.lru.pop(&k) {
-                    st.bytes -= v.bytes();
-                    dropped += 1;
-                }
+                dropped += st.drop_chunk(&k) as u64;
             }
-            let doomed: Vec<(ChunkKey, TextKind)> = st
-                .text
-                .iter()
-                .filter(|((k, _), _)| hit(k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in doomed {
-                if let Some(t) = st.text.pop(&k) {
-                    st.bytes -= t.len() + ENTRY_OVERHEAD;
-                }
-            }
-            st.flights.retain(|k, _| !hit(k));
+            st.flights.retain(|(k, _), _| !hit(k));
         }
         let ext = &mut st.extents;
         ext.generation += 1;
+        ext.loading = None;
         if let Some(map) = &mut ext.map {
             let (lo, hi) = (range.start(), range.end() - 1);
             let (lo, hi) = match map.get(series) {
@@ -473,17 +577,51 @@ async fn load(
     cache: Weak<ChunkCache>,
     store: Arc<dyn Store>,
     key: ChunkKey,
+    fields: Fields,
     id: u64,
 ) -> Result<Columns, SharedError> {
     if let Some(c) = cache.upgrade() {
         c.loads.fetch_add(1, Ordering::Relaxed);
     }
-    let res = store.read(&key.series, key.range()).await;
-    let res = res.map(|bars| Columns::from_bars(&bars));
+    let res = store.read_fields(&key.series, key.range(), fields).await;
+    let res = res.map(|bars| {
+        let mut cols = Columns::from_bars(&bars);
+        if !fields.adj_close {
+            // A store may send more than asked; keep what the entry says it holds.
+            cols.adj_close = None;
+        }
+        cols
+    });
     if let Some(c) = cache.upgrade() {
-        c.complete(key, id, res.as_ref().ok());
+        c.complete(key, fields, id, res.as_ref().ok());
     }
     res.map_err(Arc::new)
+}
+
+/// Lists the series for [`ChunkCache::extents`]; installs the extents (and retires itself)
+/// only if no touch happened since it began at `generation`.
+async fn list_extents(
+    cache: Weak<ChunkCache>,
+    store: Arc<dyn Store>,
+    generation: u64,
+) -> Result<Arc<ExtentMap>, SharedError> {
+    let listed = store.list_series().await.map_err(Arc::new).map(|list| {
+        let map: ExtentMap = list
+            .into_iter()
+            .map(|s| (s.series, (s.first, s.last)))
+            .collect();
+        Arc::new(map)
+    });
+    if let Some(c) = cache.upgrade() {
+        let mut st = c.lock();
+        if st.extents.generation == generation {
+            st.extents.loading = None;
+            if let Ok(map) = &listed {
+                st.extents.map = Some(ExtentMap::clone(map));
+            }
+        }
+    }
+    listed
 }
 
 /// A copy of a shared store error, for a waiter.
@@ -506,13 +644,12 @@ fn clone_error(e: &StoreError) -> StoreError {
 
 /// The chunks of `series` covering `range`, in time order.
 pub fn chunks_of(series: &SeriesKey, range: TimeRange) -> impl Iterator<Item = ChunkKey> + '_ {
-    let span = chunk_span(series.interval);
-    let first = chunk_start(series.interval, range.start());
-    let last = chunk_start(series.interval, range.end() - 1);
-    (0..=(last - first) / span).map(move |k| ChunkKey {
-        series: series.clone(),
-        start: first + k * span,
-    })
+    chunk_tiling(series.interval)
+        .starts(range)
+        .map(move |start| ChunkKey {
+            series: series.clone(),
+            start,
+        })
 }
 
 #[cfg(test)]
@@ -520,10 +657,13 @@ mod tests {
     use super::*;
     use crate::domain::Symbol;
 
+    const CSV: EncodingKey = EncodingKey::new("csv", 0);
+    const CSV_ADJUSTED: EncodingKey = EncodingKey::new("csv", 1);
+
     #[test]
     fn chunks_tile_a_range_without_gaps_or_overlap() {
         let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::M1);
-        let span = chunk_span(Interval::M1);
+        let span = chunk_tiling(Interval::M1).span();
         assert_eq!(span, 10 * 86_400);
         let r = TimeRange::new(-span - 5, 3 * span + 1).unwrap();
         let keys: Vec<ChunkKey> = chunks_of(&series, r).collect();
@@ -532,10 +672,14 @@ mod tests {
         for w in keys.windows(2) {
             assert_eq!(w[0].range().end(), w[1].range().start());
         }
-        assert_eq!(chunk_start(Interval::D1, 365 * 86_400 - 1), 0);
+        assert_eq!(chunk_tiling(Interval::D1).start_of(365 * 86_400 - 1), 0);
         // Reader chunks are whole multiples of the embedded store's chunks.
         for i in Interval::ALL {
-            assert_eq!(chunk_span(i) % crate::store::chunk::span(i), 0, "{i}");
+            let (ours, store) = (
+                chunk_tiling(i).span(),
+                crate::store::chunk::tiling(i).span(),
+            );
+            assert_eq!(ours % store, 0, "{i}");
         }
     }
 
@@ -552,14 +696,14 @@ mod tests {
                     series: series.clone(),
                     start,
                 };
-                cache.insert(&mut st, key, Columns::empty());
+                cache.insert(&mut st, key, Columns::empty(), Fields::OHLCV);
             }
         }
         assert_eq!(cache.stats().entries, 2);
         cache.touched(&series, TimeRange::new(400 * day, 401 * day).unwrap());
         let stats = cache.stats();
         assert_eq!((stats.entries, stats.invalidations), (1, 1));
-        assert_eq!(stats.bytes, crate::reader::columns::ENTRY_OVERHEAD as u64);
+        assert_eq!(stats.bytes, ENTRY_OVERHEAD as u64);
         let st = cache.lock();
         assert_eq!(
             st.extents.map.as_ref().unwrap()[&series],
@@ -567,44 +711,105 @@ mod tests {
         );
     }
 
-    #[test]
-    fn text_is_kept_only_while_its_columns_are_the_cached_ones() {
-        let cache = ChunkCache::new(1 << 20);
-        let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1);
-        let key = ChunkKey {
-            series: series.clone(),
-            start: 0,
-        };
-        let bar = |c: f64| crate::domain::Bar {
+    fn bar(c: f64, adj: Option<f64>) -> crate::domain::Bar {
+        crate::domain::Bar {
             ts: 86_400,
             open: c,
             high: c,
             low: c,
             close: c,
             volume: 1.0,
-            adj_close: None,
+            adj_close: adj,
             source: Default::default(),
-        };
-        let old = Columns::from_bars(&[bar(1.0)]);
-        cache.insert(&mut cache.lock(), key.clone(), old.clone());
-        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
-        assert_eq!(cache.text(&key, TextKind::Csv).unwrap(), "old");
-        assert!(cache.text(&key, TextKind::CsvAdjusted).is_none());
+        }
+    }
 
-        // A write drops the text with the chunk; text made from the old columns afterwards
-        // (a request that was already encoding) is refused, also once new columns are cached.
+    #[test]
+    fn encoded_bytes_are_kept_only_while_their_columns_are_the_cached_ones() {
+        let cache = ChunkCache::new(1 << 20);
+        let series = SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1);
+        let key = ChunkKey {
+            series: series.clone(),
+            start: 0,
+        };
+        let old = Columns::from_bars(&[bar(1.0, None)]);
+        cache.insert(&mut cache.lock(), key.clone(), old.clone(), Fields::OHLCV);
+        cache.put_encoded(&key, &old, CSV, Bytes::from_static(b"old"));
+        assert_eq!(cache.encoded(&key, CSV).unwrap(), "old");
+        assert!(cache.encoded(&key, CSV_ADJUSTED).is_none());
+
+        // A write drops the bytes with the chunk; bytes made from the old columns afterwards
+        // (a request that was already encoding) are refused, also once new columns are cached.
         cache.touched(&series, TimeRange::new(86_400, 86_401).unwrap());
-        assert!(cache.text(&key, TextKind::Csv).is_none());
-        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
-        assert!(cache.text(&key, TextKind::Csv).is_none());
-        let new = Columns::from_bars(&[bar(2.0)]);
-        cache.insert(&mut cache.lock(), key.clone(), new.clone());
-        cache.put_text(&key, &old, TextKind::Csv, Bytes::from_static(b"old"));
-        assert!(cache.text(&key, TextKind::Csv).is_none());
-        cache.put_text(&key, &new, TextKind::Csv, Bytes::from_static(b"new"));
-        assert_eq!(cache.text(&key, TextKind::Csv).unwrap(), "new");
-        let st = cache.lock();
-        let want = new.bytes() + 3 + ENTRY_OVERHEAD;
-        assert_eq!(st.bytes, want);
+        assert!(cache.encoded(&key, CSV).is_none());
+        cache.put_encoded(&key, &old, CSV, Bytes::from_static(b"old"));
+        assert!(cache.encoded(&key, CSV).is_none());
+        let new = Columns::from_bars(&[bar(2.0, None)]);
+        cache.insert(&mut cache.lock(), key.clone(), new.clone(), Fields::OHLCV);
+        cache.put_encoded(&key, &old, CSV, Bytes::from_static(b"old"));
+        assert!(cache.encoded(&key, CSV).is_none());
+        cache.put_encoded(&key, &new, CSV, Bytes::from_static(b"new"));
+        cache.put_encoded(&key, &new, CSV_ADJUSTED, Bytes::from_static(b"adj!"));
+        assert_eq!(cache.encoded(&key, CSV).unwrap(), "new");
+        assert_eq!(cache.stats().text_entries, 2);
+        {
+            let st = cache.lock();
+            let want = ENTRY_OVERHEAD + new.bytes() + (3 + ENTRY_OVERHEAD) + (4 + ENTRY_OVERHEAD);
+            assert_eq!(st.bytes, want);
+        }
+        // Replacing the entry (an adjusted load of the same chunk) drops its encodings too.
+        let wide = Columns::from_bars(&[bar(2.0, Some(1.0))]);
+        let fields = Fields {
+            adj_close: true,
+            source: false,
+        };
+        cache.insert(&mut cache.lock(), key.clone(), wide.clone(), fields);
+        assert!(cache.encoded(&key, CSV).is_none());
+        let stats = cache.stats();
+        assert_eq!(stats.text_entries, 0);
+        assert_eq!(stats.bytes as usize, ENTRY_OVERHEAD + wide.bytes());
+    }
+
+    #[test]
+    fn an_entry_serves_the_requests_its_fields_cover() {
+        let ohlcv = Fields::OHLCV;
+        let adj = Fields {
+            adj_close: true,
+            source: false,
+        };
+        assert!(covers(adj, ohlcv) && covers(adj, adj) && covers(ohlcv, ohlcv));
+        assert!(!covers(ohlcv, adj));
+        assert!(covers(Fields::ALL, adj) && !covers(adj, Fields::ALL));
+        let cache = ChunkCache::new(1 << 20);
+        let key = ChunkKey {
+            series: SeriesKey::new(Symbol::parse("AAPL").unwrap(), Interval::D1),
+            start: 0,
+        };
+        let plain = Columns::from_bars(&[bar(2.0, None)]);
+        cache.insert(&mut cache.lock(), key.clone(), plain, ohlcv);
+        assert!(cache.get_all_cached(&[&key], ohlcv).is_some());
+        assert!(cache.get_all_cached(&[&key], adj).is_none());
+        // A finished plain load does not replace a wider entry.
+        let wide = Columns::from_bars(&[bar(2.0, Some(1.0))]);
+        cache.insert(&mut cache.lock(), key.clone(), wide, adj);
+        let id = 99;
+        cache.lock().flights.insert(
+            (key.clone(), ohlcv),
+            Flight {
+                id,
+                fut: futures::future::pending().boxed().shared(),
+            },
+        );
+        cache.complete(
+            key.clone(),
+            ohlcv,
+            id,
+            Some(&Columns::from_bars(&[bar(2.0, None)])),
+        );
+        let got = cache
+            .get_all_cached(&[&key], adj)
+            .expect("still the wide entry");
+        assert!(got[0].adj_close.is_some());
+        assert_eq!(cache.stats().in_flight, 0);
     }
 }

@@ -7,28 +7,34 @@
 //! straight copy and keep the codec trivially checkable.
 
 use super::Fields;
-use crate::domain::{Bar, Interval, SourceKind};
+use crate::domain::{Bar, Interval, SourceKind, Tiling};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 5;
 const BYTES_PER_BAR: usize = 7 * 8 + 1;
 
-/// The span of one chunk for an interval, in seconds. Intraday chunks hold at most 1,440 bars
-/// (a day of 1-minute bars); daily chunks a year; weekly ten years; monthly fifty. Small enough
-/// that an incremental update rewrites little, large enough that a long read touches few rows.
-pub fn span(interval: Interval) -> i64 {
-    match interval {
+/// How the embedded store cuts a series into chunks, per interval. Intraday chunks hold at most
+/// 1,440 bars (a day of 1-minute bars); daily chunks a year; weekly ten years; monthly fifty.
+/// Small enough that an incremental update rewrites little, large enough that a long read
+/// touches few rows. (The reader's cache uses larger chunks, for its own reasons: see
+/// `reader::cache::chunk_tiling`.)
+pub fn tiling(interval: Interval) -> Tiling {
+    Tiling::new(match interval {
         i if i.is_intraday() => i.nominal_secs() * 1440,
         Interval::D1 => 365 * 86_400,
         Interval::W1 => 3640 * 86_400,
         _ => 18_250 * 86_400,
-    }
+    })
+}
+
+/// The span of one chunk for an interval, in seconds.
+pub fn span(interval: Interval) -> i64 {
+    tiling(interval).span()
 }
 
 /// The start of the chunk holding `ts`.
 pub fn chunk_start(interval: Interval, ts: i64) -> i64 {
-    let s = span(interval);
-    ts.div_euclid(s) * s
+    tiling(interval).start_of(ts)
 }
 
 /// Encodes bars (sorted by `ts`, unique) into a chunk blob.

@@ -637,3 +637,141 @@ async fn a_sparse_century_of_minute_bars_is_counted_and_read_without_enumerating
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(String::from_utf8(body).unwrap().lines().count(), 3);
 }
+
+/// Opens a connection with a small receive buffer, sends `GET path` and reads nothing.
+async fn stalled_get(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
+
+/// Polls `cond` until it holds, failing after `secs` seconds.
+async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn clients_that_stop_reading_hold_no_blocking_thread_and_are_dropped_after_the_write_timeout() {
+    // A blocking pool much smaller than the number of stalled clients: if a stalled response
+    // held a blocking thread, the store and metadata calls below could not run.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = crate::helpers::app::test_config_yaml(dir.path(), "");
+        let config = dms::config::Config::from_yaml(&yaml, std::iter::empty()).unwrap();
+        let mut services = dms::services::Services::open(config, "test").await.unwrap();
+        let timeout = Duration::from_secs(15);
+        services.reader = services.reader.clone().with_write_timeout(Some(timeout));
+        // ~25 MB of CSV, far more than the socket buffers and the body pieces in flight.
+        let big = key("BIG", Interval::M1);
+        for part in bars(T0, 400_000, Interval::M1, 0.0).chunks(100_000) {
+            let b = batch(&big, part.to_vec());
+            services.writer.write(&b).await.unwrap();
+        }
+        let mid = key("MID", Interval::M1);
+        let b = batch(&mid, bars(T0, 50_000, Interval::M1, 1.0));
+        services.writer.write(&b).await.unwrap();
+        let small = key("SMALL", Interval::D1);
+        let b = batch(&small, bars(T0, 100, Interval::D1, 2.0));
+        services.writer.write(&b).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        let router = dms::api::router(services.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        });
+        let client = reqwest::Client::new();
+        let url = |p: &str| format!("http://{addr}{p}");
+        let big_csv = "/api/v1/bars?symbols=BIG&interval=1m&format=csv";
+        // Read once whole, so the stalled requests are served from the cache.
+        let whole = client.get(url(big_csv)).send().await.unwrap();
+        let whole = whole.bytes().await.unwrap().len();
+        assert!(whole > 20_000_000, "{whole} bytes");
+        let small_json = "/api/v1/bars?symbols=SMALL&interval=1d";
+        client.get(url(small_json)).send().await.unwrap();
+
+        let n = 300;
+        let mut stalled =
+            futures::future::join_all((0..n).map(|_| stalled_get(addr, big_csv))).await;
+        let reader = services.reader.clone();
+        eventually("every stalled response to wait for its client", 60, || {
+            let s = reader.stream_stats();
+            s.waiting_for_client + s.dropped_stalled == n as u64
+        })
+        .await;
+
+        // Everything else still answers: the health check, a small cached read, a metadata
+        // call on the blocking pool, and a large read that needs the encoders (JSON).
+        let answers = async {
+            let health = client.get(url("/health")).send().await.unwrap();
+            assert_eq!(health.status(), 200);
+            let small = client.get(url(small_json)).send().await.unwrap();
+            let v: serde_json::Value = small.json().await.unwrap();
+            assert_eq!(v["series"]["SMALL"]["ts"].as_array().unwrap().len(), 100);
+            let series = client.get(url("/api/v1/series")).send().await.unwrap();
+            let v: serde_json::Value = series.json().await.unwrap();
+            assert_eq!(v["series"].as_array().unwrap().len(), 3);
+            let json = "/api/v1/bars?symbols=MID&interval=1m";
+            let mid = client.get(url(json)).send().await.unwrap();
+            let v: serde_json::Value = mid.json().await.unwrap();
+            assert_eq!(
+                v["series"]["MID"]["close"].as_array().unwrap().len(),
+                50_000
+            );
+        };
+        tokio::time::timeout(timeout, answers)
+            .await
+            .expect("other requests answered while the stalled ones still waited");
+        let stats = reader.stream_stats();
+        assert!(
+            stats.waiting_for_client > 16,
+            "more stalled responses than blocking threads were waiting all along: {stats:?}"
+        );
+
+        // After the write timeout the stalled responses are dropped and what they held freed.
+        eventually("the stalled responses to be dropped", 120, || {
+            let s = reader.stream_stats();
+            s.dropped_stalled == n as u64 && s.streaming == 0
+        })
+        .await;
+        // A stalled client that reads again gets what was already on its way and then a
+        // broken connection, never the end of a complete chunked body.
+        let mut got = Vec::new();
+        let read = stalled[0].read_to_end(&mut got);
+        let _ = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the server closes the connection");
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &got[..got.len().min(40)]
+        );
+        assert!(got.len() < whole, "{} of {whole} bytes", got.len());
+        assert!(!got.ends_with(b"\r\n0\r\n\r\n"), "the body looks complete");
+        drop(stalled);
+        shutdown.cancel();
+    });
+}

@@ -1,5 +1,6 @@
-//! [`Columns`]: bars of one series as columns — the unit the reader caches and the encoders
-//! consume.
+//! [`Columns`]: bars of one series as columns — what the encoders consume and the reader
+//! caches. It lives here, below both, so that `reader` depends on `format` and never the other
+//! way round.
 //!
 //! Each column is an Arrow [`ScalarBuffer`] (a reference-counted, immutable buffer), so a
 //! cached chunk is never copied to be served: slicing it to a request's range and handing it to
@@ -23,9 +24,6 @@ pub struct Columns {
     /// "absent"); `None` when no bar has one, which saves a column for most intraday data.
     pub adj_close: Option<ScalarBuffer<f64>>,
 }
-
-/// Bookkeeping bytes charged to every cached chunk on top of its columns (key, LRU links).
-pub const ENTRY_OVERHEAD: usize = 160;
 
 impl Columns {
     /// No bars.
@@ -56,10 +54,25 @@ impl Columns {
         self.ts.is_empty()
     }
 
-    /// Memory held by the columns, plus [`ENTRY_OVERHEAD`]: what the cache charges.
+    /// Memory held by the columns' values (of this view: a slice counts its own bars).
     pub fn bytes(&self) -> usize {
         let per_bar = 6 * 8 + if self.adj_close.is_some() { 8 } else { 0 };
-        ENTRY_OVERHEAD + self.len() * per_bar
+        self.len() * per_bar
+    }
+
+    /// xxh3-64 of every value (bit patterns, `adj_close` only `with_adj`): equal fingerprints
+    /// mean the same bars, so a part read twice can be checked to be unchanged.
+    pub fn fingerprint(&self, with_adj: bool) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&(self.len() as u64).to_le_bytes());
+        h.update(self.ts.inner().as_slice());
+        for col in [&self.open, &self.high, &self.low, &self.close, &self.volume] {
+            h.update(col.inner().as_slice());
+        }
+        if with_adj && let Some(adj) = &self.adj_close {
+            h.update(adj.inner().as_slice());
+        }
+        h.digest()
     }
 
     /// Bars `offset..offset + len`, sharing the buffers.
@@ -166,6 +179,30 @@ mod tests {
         assert_eq!(c.ohlc(1, true), (10.0, 11.0, 9.0, 10.0));
         assert_eq!(c.ohlc(0, false), (10.0, 11.0, 9.0, 10.0));
         assert_eq!(c.to_bars()[1].adj_close, None);
-        assert_eq!(c.bytes(), ENTRY_OVERHEAD + 2 * 56);
+        assert_eq!(c.bytes(), 2 * 56);
+    }
+
+    #[test]
+    fn fingerprints_tell_different_bars_apart_and_ignore_buffer_identity() {
+        let bars: Vec<Bar> = (0..10).map(|i| bar(i * 10, 1.0 + i as f64, None)).collect();
+        let a = Columns::from_bars(&bars);
+        let b = Columns::from_bars(&bars);
+        assert_eq!(a.fingerprint(true), b.fingerprint(true));
+        let mut changed = bars.clone();
+        changed[3].volume += 1.0;
+        assert_ne!(
+            a.fingerprint(false),
+            Columns::from_bars(&changed).fingerprint(false)
+        );
+        assert_ne!(a.fingerprint(false), a.slice(1, 9).fingerprint(false));
+        assert_eq!(
+            a.slice(2, 3).fingerprint(false),
+            a.clip(TimeRange::new(20, 50).unwrap()).fingerprint(false)
+        );
+        let mut adj = bars;
+        adj[0].adj_close = Some(0.5);
+        let adj = Columns::from_bars(&adj);
+        assert_eq!(adj.fingerprint(false), a.fingerprint(false));
+        assert_ne!(adj.fingerprint(true), a.fingerprint(true));
     }
 }
