@@ -54,12 +54,15 @@ impl App {
             Ok(n) => tracing::info!(jobs = n, "resumed interrupted jobs"),
             Err(e) => tracing::warn!(error = %e, "cannot resume interrupted jobs"),
         }
+        // Shipping to backup nodes (or pulling, on a replica) until shutdown.
+        let replication = self.services.replicator.start(shutdown.clone());
         let router = crate::api::router(self.services.clone());
         tracing::info!(addr = %self.addr, primary = self.services.primary.kind(), "serving");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
             .map_err(StartError::Serve)?;
+        replication.join().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ReplicationConfig, StoreConfig};
 use crate::datadir::DataDirLock;
 use crate::domain::SourceKind;
+use crate::events::EventBus;
 use crate::ingest::Writer;
 use crate::maintain::backfill::BackfillEnv;
 use crate::maintain::jobs::Jobs;
 use crate::maintain::locks::SeriesLocks;
 use crate::reader::Reader;
+use crate::replicate::Replicator;
 use crate::source::Source;
 use crate::source::files::FilesSource;
 use crate::source::futu::FutuSource;
@@ -56,6 +58,10 @@ pub struct Services {
     pub reader: Reader,
     pub sources: BTreeMap<SourceKind, Arc<dyn Source>>,
     pub jobs: Jobs,
+    /// The internal event bus (replication publishes lag and verify results on it).
+    pub events: EventBus,
+    /// Shipping to backup nodes, pulling from a primary (on a replica), verify.
+    pub replicator: Replicator,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -97,7 +103,17 @@ impl Services {
                 "committed change-log entries left pending by a crash"
             );
         }
-        let writer = Writer::new(primary.clone(), meta.clone());
+        let mut writer = Writer::new(primary.clone(), meta.clone());
+        if let ReplicationConfig::Replica { primary_url, .. } = &config.replication {
+            // Only replication writes here: everything else answers 409.
+            writer = writer.read_only(format!(
+                "this instance is a replica of {primary_url}: it takes changes only from there"
+            ));
+        }
+        let events = EventBus::new();
+        let replicator = Replicator::new(&config, &writer, events.clone());
+        // Every settled write wakes the shippers (after the primary acknowledged it).
+        writer.add_listener(replicator.listener());
         let reader = Reader::new(
             primary.clone(),
             config.reader.max_bars_per_request,
@@ -140,6 +156,8 @@ impl Services {
             reader,
             sources,
             jobs,
+            events,
+            replicator,
             lock: Arc::new(lock),
         })
     }

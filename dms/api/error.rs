@@ -125,6 +125,7 @@ impl From<crate::ingest::WriteError> for ApiError {
             crate::ingest::WriteError::Store(s) => s.into(),
             crate::ingest::WriteError::Meta(m) => m.into(),
             crate::ingest::WriteError::Aborted(_) => ApiError::Internal(e.to_string()),
+            crate::ingest::WriteError::ReadOnly(m) => ApiError::Conflict(m),
         }
     }
 }
