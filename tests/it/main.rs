@@ -10,6 +10,7 @@ mod influx;
 mod integrity;
 mod jobs;
 mod read_cache;
+mod replication;
 mod roundtrip;
 mod schedule;
 mod server;
