@@ -833,3 +833,131 @@ async fn a_failing_node_never_fails_a_write_job_and_its_failures_are_reported() 
         summaries(primary.services().primary.as_ref(), &series).await
     );
 }
+
+/// A store whose armed write does what a delete-before-rewrite that fails half-way does to
+/// InfluxDB: the batch's range is cleared, half the batch lands, and the caller is told the
+/// write failed.
+struct HalfRewrite {
+    inner: Arc<dyn Store>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for HalfRewrite {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn ping(&self) -> Result<dms::store::StoreHealth, dms::store::StoreError> {
+        self.inner.ping().await
+    }
+    async fn write(
+        &self,
+        batch: &dms::validate::ValidatedBatch,
+    ) -> Result<(), dms::store::StoreError> {
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return self.inner.write(batch).await;
+        }
+        self.inner.delete(batch.series(), batch.range()).await?;
+        let half = batch.bars()[..batch.len() / 2].to_vec();
+        self.inner
+            .write(&dms::validate::revalidated_from_store(batch.series(), half).unwrap())
+            .await?;
+        Err(dms::store::StoreError::Unavailable {
+            store: "embedded",
+            message: "timed out after the write began".into(),
+        })
+    }
+    async fn read(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<Vec<dms::domain::Bar>, dms::store::StoreError> {
+        self.inner.read(series, range).await
+    }
+    async fn latest(
+        &self,
+        series: &[SeriesKey],
+    ) -> Result<std::collections::HashMap<SeriesKey, dms::domain::Bar>, dms::store::StoreError>
+    {
+        self.inner.latest(series).await
+    }
+    async fn delete(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+    ) -> Result<u64, dms::store::StoreError> {
+        self.inner.delete(series, range).await
+    }
+    async fn list_series(&self) -> Result<Vec<dms::store::SeriesStats>, dms::store::StoreError> {
+        self.inner.list_series().await
+    }
+    async fn write_actions(
+        &self,
+        symbol: &dms::domain::Symbol,
+        actions: &[CorporateAction],
+    ) -> Result<(), dms::store::StoreError> {
+        self.inner.write_actions(symbol, actions).await
+    }
+    async fn read_actions(
+        &self,
+        symbol: &dms::domain::Symbol,
+        range: TimeRange,
+    ) -> Result<Vec<CorporateAction>, dms::store::StoreError> {
+        self.inner.read_actions(symbol, range).await
+    }
+}
+
+#[tokio::test]
+async fn an_uncertain_write_ships_what_the_primary_holds_and_removes_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(HalfRewrite {
+        inner: Arc::new(
+            dms::store::embedded::EmbeddedStore::open(&dir.path().join("primary.db")).unwrap(),
+        ),
+        armed: false.into(),
+    });
+    let backup = dir.path().join("backup.db");
+    let backups = format!("[{{ name: uncertain1, kind: embedded, path: {backup:?} }}]");
+    let app = crate::helpers::app::spawn_app_on(
+        store.clone(),
+        "",
+        &[("DMS__STORAGE__BACKUPS", &backups)],
+    )
+    .await;
+    let s = &app.services;
+    let k = key("AAPL", Interval::D1);
+    s.writer
+        .write(batch(&k, bars(T0, 100, Interval::D1, 1.0)))
+        .await
+        .unwrap();
+    let report = s
+        .replicator
+        .sync(None, &no_progress, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(report.failed().is_empty(), "{report:?}");
+
+    // A rewrite of days 40..80 fails after clearing them and storing 40..60.
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rewrite = bars(T0 + 40 * DAY, 40, Interval::D1, 9.0);
+    assert!(s.writer.write(batch(&k, rewrite)).await.is_err());
+    let log = s.meta.changes_since(0, 10).await.unwrap();
+    assert!(log.last().unwrap().uncertain, "{log:?}");
+    wait_for("the uncertain change to ship", || async {
+        let lag = s.replicator.lag("uncertain1").await.unwrap();
+        if lag.changes == 0 {
+            Ok(())
+        } else {
+            Err(format!("{lag:?}"))
+        }
+    })
+    .await;
+
+    let node = dms::store::embedded::EmbeddedStore::open(&backup).unwrap();
+    let primary = s.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert_eq!(primary.len(), 80);
+    assert_eq!(
+        RangeSummary::of(&node.read(&k, TimeRange::ALL).await.unwrap()),
+        RangeSummary::of(&primary)
+    );
+}
