@@ -133,10 +133,12 @@ fn series_of(symbol: Option<&str>, interval: Option<&str>) -> Result<SeriesKey, 
     Ok(SeriesKey::new(symbol, super::parse_interval(interval)?))
 }
 
-fn range_of(start: Option<i64>, end: Option<i64>) -> Result<TimeRange, ApiError> {
+/// `[start, end)` clipped to the span a stored bar can have (`None`: nothing can be there).
+fn range_of(start: Option<i64>, end: Option<i64>) -> Result<Option<TimeRange>, ApiError> {
     let span = crate::replicate::plan::storable_span();
-    TimeRange::new(start.unwrap_or(span.start()), end.unwrap_or(span.end()))
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))
+    let range = TimeRange::new(start.unwrap_or(span.start()), end.unwrap_or(span.end()))
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    Ok(range.intersect(span))
 }
 
 /// Every field of a series' bars in `[start, end)`, columnar.
@@ -160,12 +162,16 @@ pub async fn bars(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let series = series_of(q.symbol.as_deref(), q.interval.as_deref())?;
-    let range = range_of(q.start, q.end)?;
-    let bars = state
-        .services()
-        .replicator
-        .read_bars(&series, range)
-        .await?;
+    let bars = match range_of(q.start, q.end)? {
+        Some(range) => {
+            state
+                .services()
+                .replicator
+                .read_bars(&series, range)
+                .await?
+        }
+        None => Vec::new(),
+    };
     Ok(Json(WireBars::from_bars(&bars)).into_response())
 }
 
@@ -200,12 +206,16 @@ pub async fn actions(
     let Query(q) = q?;
     let symbol = wire::symbol(q.symbol.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::InvalidArgument(format!("symbol: {e}")))?;
-    let range = range_of(q.start, q.end)?;
-    let actions = state
-        .services()
-        .replicator
-        .read_actions(&symbol, range)
-        .await?;
+    let actions = match range_of(q.start, q.end)? {
+        Some(range) => {
+            state
+                .services()
+                .replicator
+                .read_actions(&symbol, range)
+                .await?
+        }
+        None => Vec::new(),
+    };
     let out: Vec<WireAction> = actions.iter().map(WireAction::from_action).collect();
     Ok(Json(out).into_response())
 }
@@ -254,8 +264,7 @@ pub async fn digests(
         Some(list) => {
             let ranges = parse_ranges(&list)?;
             DigestsAnswer {
-                digests: primary
-                    .digests(&series, &ranges)
+                digests: clipped_digests(&primary, &series, &ranges)
                     .await
                     .map_err(unavailable)?,
                 buckets: Vec::new(),
@@ -270,12 +279,16 @@ pub async fn digests(
                 )));
             }
             let grid = BucketGrid { width, offset };
-            DigestsAnswer {
-                digests: Vec::new(),
-                buckets: primary
-                    .bucket_digests(&series, range_of(q.start, q.end)?, grid)
+            let buckets = match range_of(q.start, q.end)? {
+                Some(range) => primary
+                    .bucket_digests(&series, range, grid)
                     .await
                     .map_err(unavailable)?,
+                None => Vec::new(),
+            };
+            DigestsAnswer {
+                digests: Vec::new(),
+                buckets,
             }
         }
     };
@@ -297,6 +310,27 @@ fn parse_ranges(list: &str) -> Result<Vec<TimeRange>, ApiError> {
     }
     if out.is_empty() || out.len() > MAX_RANGES {
         return Err(bad(format!("give 1 to {MAX_RANGES} ranges")));
+    }
+    Ok(out)
+}
+
+/// Digests of `ranges`, each clipped to the storable span (a range outside it is empty).
+async fn clipped_digests(
+    primary: &std::sync::Arc<dyn crate::replicate::node::Node>,
+    series: &SeriesKey,
+    ranges: &[TimeRange],
+) -> Result<Vec<crate::store::RangeDigest>, crate::replicate::node::NodeError> {
+    let span = crate::replicate::plan::storable_span();
+    let inside: Vec<(usize, TimeRange)> = ranges
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.intersect(span).map(|r| (i, r)))
+        .collect();
+    let clipped: Vec<TimeRange> = inside.iter().map(|(_, r)| *r).collect();
+    let digests = primary.digests(series, &clipped).await?;
+    let mut out = vec![crate::store::RangeDigest::default(); ranges.len()];
+    for ((i, _), d) in inside.into_iter().zip(digests) {
+        out[i] = d;
     }
     Ok(out)
 }

@@ -678,6 +678,10 @@ impl Replicator {
                 } => {
                     let range =
                         TimeRange::new(start, end).map_err(|e| at(WireError(e.to_string())))?;
+                    // Nothing is stored outside the validation span.
+                    let Some(range) = range.intersect(plan::storable_span()) else {
+                        continue;
+                    };
                     Checked::Delete(
                         SeriesKey::new(wire::symbol(&symbol).map_err(at)?, interval),
                         range,
