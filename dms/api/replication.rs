@@ -3,7 +3,7 @@
 //!
 //! - `GET changes?since=SEQ&limit=N&wait_s=W`: the change log for a replica that pulls, with
 //!   the bars and actions the primary holds for it now (DESIGN §4); waits up to `W` seconds
-//!   (at most 30) while nothing is new.
+//!   (at most 5) while nothing is new.
 //! - `POST apply`: a peer pushes a batch of changes (admin token; allowed on a replica too,
 //!   since it *is* replication).
 //! - `GET bars`, `GET actions`, `GET digests`, `GET series` (extensions of DESIGN §4): every
@@ -30,7 +30,7 @@ use crate::store::BucketGrid;
 /// Most changes one page may list.
 const MAX_LIMIT: usize = 10_000;
 /// Longest a pull may wait for something new.
-const MAX_WAIT_S: u64 = 30;
+const MAX_WAIT_S: u64 = 5;
 /// Most ranges one digest request may name.
 const MAX_RANGES: usize = 1_000;
 /// The widest digest bucket: 100 years.
@@ -46,8 +46,8 @@ pub struct ChangesParams {
     /// Most changes to list, 1 to 10000 (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
-    /// Seconds to wait while nothing is new, 0 to 30 (default 0).
-    #[param(minimum = 0, maximum = 30)]
+    /// Seconds to wait while nothing is new, 0 to 5 (default 0).
+    #[param(minimum = 0, maximum = 5)]
     wait_s: Option<u64>,
 }
 
@@ -118,19 +118,24 @@ pub async fn apply(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesRangeParams {
-    symbol: Option<String>,
+    #[param(min_length = 1, max_length = 256)]
+    symbol: String,
     /// `1m` ... `1mo`.
-    interval: Option<String>,
+    #[param(pattern = "^(1m|2m|5m|15m|30m|1h|1d|1wk|1mo)$")]
+    interval: String,
     /// Epoch seconds (default: the earliest storable instant).
     start: Option<i64>,
     /// Epoch seconds, exclusive (default: the latest).
     end: Option<i64>,
 }
 
-fn series_of(symbol: Option<&str>, interval: Option<&str>) -> Result<SeriesKey, ApiError> {
-    let symbol = wire::symbol(symbol.unwrap_or(""))
-        .map_err(|e| ApiError::InvalidArgument(format!("symbol: {e}")))?;
-    Ok(SeriesKey::new(symbol, super::parse_interval(interval)?))
+fn series_of(symbol: &str, interval: &str) -> Result<SeriesKey, ApiError> {
+    let symbol =
+        wire::symbol(symbol).map_err(|e| ApiError::InvalidArgument(format!("symbol: {e}")))?;
+    Ok(SeriesKey::new(
+        symbol,
+        super::parse_interval(Some(interval))?,
+    ))
 }
 
 /// `[start, end)` clipped to the span a stored bar can have (`None`: nothing can be there).
@@ -161,7 +166,7 @@ pub async fn bars(
     q: Result<Query<SeriesRangeParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let series = series_of(q.symbol.as_deref(), q.interval.as_deref())?;
+    let series = series_of(&q.symbol, &q.interval)?;
     let bars = match range_of(q.start, q.end)? {
         Some(range) => {
             state
@@ -179,7 +184,8 @@ pub async fn bars(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ActionsParams {
-    symbol: Option<String>,
+    #[param(min_length = 1, max_length = 256)]
+    symbol: String,
     start: Option<i64>,
     end: Option<i64>,
 }
@@ -204,8 +210,8 @@ pub async fn actions(
     q: Result<Query<ActionsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let symbol = wire::symbol(q.symbol.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::InvalidArgument(format!("symbol: {e}")))?;
+    let symbol =
+        wire::symbol(&q.symbol).map_err(|e| ApiError::InvalidArgument(format!("symbol: {e}")))?;
     let actions = match range_of(q.start, q.end)? {
         Some(range) => {
             state
@@ -224,8 +230,11 @@ pub async fn actions(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DigestParams {
-    symbol: Option<String>,
-    interval: Option<String>,
+    #[param(min_length = 1, max_length = 256)]
+    symbol: String,
+    /// `1m` ... `1mo`.
+    #[param(pattern = "^(1m|2m|5m|15m|30m|1h|1d|1wk|1mo)$")]
+    interval: String,
     /// Digest each of these ranges: `start_end,start_end,…` (epoch seconds, at most 1000).
     ranges: Option<String>,
     /// Otherwise digest each bucket of `width` seconds (from `offset`) in `[start, end)`.
@@ -257,7 +266,7 @@ pub async fn digests(
     q: Result<Query<DigestParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let series = series_of(q.symbol.as_deref(), q.interval.as_deref())?;
+    let series = series_of(&q.symbol, &q.interval)?;
     let primary = state.services().replicator.primary().clone();
     let unavailable = |e: crate::replicate::node::NodeError| ApiError::Unavailable(e.to_string());
     let answer = match q.ranges {

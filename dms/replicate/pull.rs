@@ -30,7 +30,7 @@ use crate::store::meta::{MetaDb, MetaError};
 pub const PRIMARY_POSITION: &str = "<primary>";
 
 /// How long the primary may hold a pull while nothing is new.
-pub const WAIT_S: u64 = 10;
+pub const WAIT_S: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
