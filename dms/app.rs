@@ -68,6 +68,8 @@ impl App {
             }
         };
         let scheduler = self.services.scheduler.spawn(shutdown.clone());
+        // Shipping to backup nodes (or pulling, on a replica) until shutdown.
+        let replication = self.services.replicator.start(shutdown.clone());
         let router = crate::api::router(self.services.clone());
         tracing::info!(addr = %self.addr, primary = self.services.primary.kind(), "serving");
         axum::serve(self.listener, router)
@@ -75,6 +77,7 @@ impl App {
             .await
             .map_err(StartError::Serve)?;
         scheduler.abort();
+        replication.join().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -22,6 +22,13 @@
 //! that went away). So the store, the cache and the change log always end in agreement, and a
 //! pending entry exists only while its write is in flight (or after a crash, which start-up
 //! recovery marks uncertain).
+//!
+//! # Replicas
+//! On a replica (`replication: { role: replica }`) the writer is [`Writer::read_only`]: every
+//! change fails with [`WriteError::ReadOnly`] (the API answers 409 `conflict`), except through
+//! the clone [`Writer::for_replication`] that `replicate::pull` and `POST
+//! /api/v1/replication/apply` use. Replicated changes run the same protocol, so the replica's
+//! cache and its own change log follow them (a replica can have backups of its own).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -43,6 +50,12 @@ pub trait WriteListener: Send + Sync {
     fn actions_touched(&self, symbol: &Symbol, range: TimeRange) {
         let _ = (symbol, range);
     }
+
+    /// The change-log entry `seq` was settled (committed or uncertain): replication may ship
+    /// it now. Called after the change is acknowledged by the primary (or failed).
+    fn settled(&self, seq: u64) {
+        let _ = seq;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +70,9 @@ pub enum WriteError {
     /// recovery marks it uncertain.
     #[error("write task failed: {0}")]
     Aborted(String),
+    /// This instance does not take writes (a replica): the reason names its primary.
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 impl WriteError {
@@ -207,6 +223,8 @@ pub struct Writer {
     kick: Arc<tokio::sync::Notify>,
     /// Registered once at start-up, read on every write.
     listeners: Arc<RwLock<Vec<Arc<dyn WriteListener>>>>,
+    /// Why this writer refuses changes (a replica), if it does.
+    read_only: Option<Arc<str>>,
 }
 
 impl Writer {
@@ -217,6 +235,34 @@ impl Writer {
             spool: None,
             kick: Arc::default(),
             listeners: Arc::default(),
+            read_only: None,
+        }
+    }
+
+    /// This writer (and every clone of it) refuses every change with
+    /// [`WriteError::ReadOnly`]`(reason)`, except through [`Writer::for_replication`].
+    pub fn read_only(mut self, reason: impl Into<String>) -> Writer {
+        self.read_only = Some(reason.into().into());
+        self
+    }
+
+    /// Why this writer refuses changes, if it does.
+    pub fn read_only_reason(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    /// A clone that takes changes even on a replica: only replication applies through it.
+    pub fn for_replication(&self) -> Writer {
+        Writer {
+            read_only: None,
+            ..self.clone()
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), WriteError> {
+        match &self.read_only {
+            Some(reason) => Err(WriteError::ReadOnly(reason.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -248,6 +294,7 @@ impl Writer {
         bars: Vec<Bar>,
         ctx: &Context,
     ) -> Result<IngestReport, WriteError> {
+        self.check_writable()?;
         let t = std::time::Instant::now();
         let validated = validate::validate(series, bars, ctx);
         let validate_time = t.elapsed();
@@ -336,6 +383,7 @@ impl Writer {
 
     /// Runs one change on its own task (see the module doc) and waits for it.
     async fn apply(&self, op: Op) -> Result<Applied, WriteError> {
+        self.check_writable()?;
         let this = self.clone();
         tokio::spawn(async move { this.apply_here(op).await })
             .await
@@ -479,6 +527,9 @@ impl Writer {
                 self.settle(seq, false).await
             }
         };
+        if settled.is_ok() {
+            self.notify_settled(seq);
+        }
         let n = result?;
         settled?;
         if let Op::Write(b) = op {
@@ -563,6 +614,13 @@ impl Writer {
         };
         if let Err(e) = r {
             tracing::warn!(symbol = %series.symbol, interval = %series.interval, error = %e, "cannot update the coverage summary");
+        }
+    }
+
+    fn notify_settled(&self, seq: u64) {
+        let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
+        for l in listeners.iter() {
+            l.settled(seq);
         }
     }
 

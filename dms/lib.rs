@@ -12,6 +12,7 @@
 //! - [`source`]: Yahoo, Futu and files behind one `Source` trait, with shared rate limits.
 //! - [`maintain`]: jobs and the tasks they run (backfill).
 //! - [`reader`], [`format`]: the read path and output encoders.
+//! - [`replicate`]: the change log shipped to backup nodes, pulled by replicas, verified.
 //! - [`services`]: everything DMS runs on, opened by the one owner of the data directory
 //!   ([`datadir`]).
 //! - [`events`], [`alert`], [`schedule`]: the internal event bus, alerts delivered from it, and
@@ -32,6 +33,7 @@ pub mod import;
 pub mod ingest;
 pub mod maintain;
 pub mod reader;
+pub mod replicate;
 pub mod schedule;
 pub mod services;
 pub mod source;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ReplicationConfig, StoreConfig};
 use crate::datadir::DataDirLock;
 use crate::domain::SourceKind;
 use crate::events::EventBus;
@@ -21,6 +21,7 @@ use crate::maintain::scan::GapScanner;
 use crate::maintain::scheduled::{JobsTarget, MetaScheduleStore};
 use crate::maintain::universe::Universe;
 use crate::reader::Reader;
+use crate::replicate::Replicator;
 use crate::schedule::Scheduler;
 use crate::source::Source;
 use crate::source::files::FilesSource;
@@ -73,6 +74,8 @@ pub struct Services {
     pub calendars: Arc<Calendars>,
     /// Gap detection and update planning over the coverage summaries.
     pub gaps: GapScanner,
+    /// Shipping to backup nodes, pulling from a primary (on a replica), verify.
+    pub replicator: Replicator,
     /// This process's ownership of `storage.data_dir`, held as long as any clone lives.
     pub lock: Arc<DataDirLock>,
 }
@@ -127,7 +130,17 @@ impl Services {
                 "the spool holds changes the primary has not taken yet; replaying them"
             );
         }
-        let writer = Writer::new(primary.clone(), meta.clone()).with_spool(spool.clone());
+        let mut writer = Writer::new(primary.clone(), meta.clone()).with_spool(spool.clone());
+        if let ReplicationConfig::Replica { primary_url, .. } = &config.replication {
+            // Only replication writes here: everything else answers 409.
+            writer = writer.read_only(format!(
+                "this instance is a replica of {primary_url}: it takes changes only from there"
+            ));
+        }
+        let events = EventBus::new();
+        let replicator = Replicator::new(&config, &writer, events.clone());
+        // Every settled write wakes the shippers (after the primary acknowledged it).
+        writer.add_listener(replicator.listener());
         writer.spawn_replayer();
         let reader = Reader::new(
             primary.clone(),
@@ -150,7 +163,6 @@ impl Services {
             Arc::new(FutuSource::new(&config.sources.futu)),
         );
         let universe = Universe::load(config.universe.clone(), meta.clone()).await?;
-        let events = EventBus::new();
         for s in sources.values() {
             s.attach_events(events.clone());
         }
@@ -204,6 +216,7 @@ impl Services {
             scheduler,
             calendars,
             gaps,
+            replicator,
             lock: Arc::new(lock),
         })
     }

@@ -130,6 +130,7 @@ impl From<crate::ingest::WriteError> for ApiError {
             crate::ingest::WriteError::Aborted(_) | crate::ingest::WriteError::Spool(_) => {
                 ApiError::Internal(e.to_string())
             }
+            crate::ingest::WriteError::ReadOnly(m) => ApiError::Conflict(m),
         }
     }
 }

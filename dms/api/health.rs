@@ -34,7 +34,27 @@ pub async fn health(State(state): State<AppState>) -> Response {
     };
     let sources: Vec<_> = services.sources.values().map(|s| s.status()).collect();
     let calendars = calendar_warnings(services, chrono::Utc::now().timestamp());
-    let degraded = !reachable || sources.iter().any(|s| s.paused);
+    // What replication last saw of each node: /health never waits on a node.
+    let backups: Vec<_> = services
+        .replicator
+        .nodes_status()
+        .await
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "kind": n.kind,
+                "reachable": n.reachable,
+                "acked_seq": n.acked_seq,
+                "lag_changes": n.lag_changes,
+                "lag_seconds": n.lag_seconds,
+                "last_error": n.last_error,
+            })
+        })
+        .collect();
+    let degraded = !reachable
+        || sources.iter().any(|s| s.paused)
+        || backups.iter().any(|b| b["reachable"] == false);
     let body = serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
         "primary": {
@@ -46,7 +66,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "series": series,
             "bars": bars,
         },
-        "backups": [],
+        "backups": backups,
         "sources": sources,
         "calendars": calendars,
         "uptime_s": state.inner.started.elapsed().as_secs(),

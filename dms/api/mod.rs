@@ -13,8 +13,10 @@ pub mod gaps;
 pub mod health;
 pub mod import;
 pub mod jobs;
+pub mod nodes;
 pub mod openapi;
 pub mod quality;
+pub mod replication;
 pub mod schedules;
 pub mod series;
 pub mod sources;
@@ -45,6 +47,9 @@ pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
 /// Longest query string accepted (about 4,000 tickers). Request lines over 64 KiB are refused
 /// by hyper itself, with a bare 414, before this check runs.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+
+/// Largest batch `POST /api/v1/replication/apply` accepts.
+pub const REPLICATION_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -104,6 +109,9 @@ pub fn router(services: Services) -> Router {
 fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
     let (schemas, paths, import) = routes!(import::import);
     let import = import.layer(axum::extract::DefaultBodyLimit::max(max_upload));
+    // A peer pushes batches of about 5,000 bars (about 1 MB of JSON): more than other bodies.
+    let (apply_schemas, apply_paths, apply) = routes!(replication::apply);
+    let apply = apply.layer(axum::extract::DefaultBodyLimit::max(REPLICATION_BODY_BYTES));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(health::prometheus))
@@ -127,6 +135,14 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(universe::show, universe::remove))
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::asset))
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::ping))
+        .routes(routes!(replication::changes))
+        .routes((apply_schemas, apply_paths, apply))
+        .routes(routes!(replication::bars))
+        .routes(routes!(replication::actions))
+        .routes(routes!(replication::digests))
+        .routes(routes!(replication::series))
 }
 
 /// The OpenAPI document of the routes [`router`] serves.

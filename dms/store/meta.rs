@@ -162,6 +162,14 @@ CREATE TABLE coverage_meta (
     value  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- The last verify report of each backup node (replication), shown by GET /api/v1/nodes.
+CREATE TABLE node_verify (
+    node         TEXT PRIMARY KEY,
+    report       TEXT NOT NULL,           -- JSON
+    finished_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -1038,6 +1046,59 @@ impl MetaDb {
     }
 }
 
+/// Replication's bookkeeping beyond the acks: the backlog a node has to catch up and the last
+/// verify report of each node. (A replica keeps its pull position as the ack of the reserved
+/// node name `replicate::PRIMARY_POSITION`.)
+impl MetaDb {
+    /// How many change-log entries come after `seq`, and when the oldest of them was made.
+    pub async fn backlog(&self, seq: u64) -> Result<(u64, Option<i64>), MetaError> {
+        self.run(move |c| {
+            Ok(
+                c.prepare_cached(
+                    "SELECT count(*), min(created_at) FROM change_log WHERE seq > ?1",
+                )?
+                .query_row(params![seq as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?))
+                })?,
+            )
+        })
+        .await
+    }
+
+    /// Records the last verify report of `node`.
+    pub async fn set_verify_report(
+        &self,
+        node: &str,
+        report: &serde_json::Value,
+    ) -> Result<(), MetaError> {
+        let (node, report) = (node.to_string(), report.to_string());
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO node_verify (node, report, finished_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![node, report, now()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The last verify report of `node`, if it was ever verified.
+    pub async fn verify_report(&self, node: &str) -> Result<Option<serde_json::Value>, MetaError> {
+        let node = node.to_string();
+        self.run(move |c| {
+            let text: Option<String> = c
+                .prepare_cached("SELECT report FROM node_verify WHERE node = ?1")?
+                .query_row(params![node], |r| r.get(0))
+                .optional()?;
+            Ok(match text {
+                Some(t) => Some(serde_json::from_str(&t)?),
+                None => None,
+            })
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1135,6 +1196,28 @@ mod tests {
         let updates = db.last_updates().await.unwrap();
         assert_eq!(updates.len(), 1);
         assert!(updates[&key()] > 1_700_000_000);
+    }
+
+    #[tokio::test]
+    async fn backlog_counts_entries_after_an_ack_and_verify_reports_persist() {
+        let (_d, db) = db();
+        assert_eq!(db.backlog(0).await.unwrap(), (0, None));
+        let r = TimeRange::new(0, 86_400).unwrap();
+        let a = db
+            .begin_change(ChangeKind::Bars, &series(), r, 1)
+            .await
+            .unwrap();
+        db.begin_change(ChangeKind::Bars, &series(), r, 1)
+            .await
+            .unwrap();
+        let (n, oldest) = db.backlog(0).await.unwrap();
+        assert_eq!(n, 2);
+        assert!(oldest.unwrap() > 1_700_000_000);
+        assert_eq!(db.backlog(a).await.unwrap().0, 1);
+        assert_eq!(db.verify_report("b1").await.unwrap(), None);
+        let report = serde_json::json!({"differences": 2});
+        db.set_verify_report("b1", &report).await.unwrap();
+        assert_eq!(db.verify_report("b1").await.unwrap(), Some(report));
     }
 
     #[tokio::test]

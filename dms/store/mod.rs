@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::domain::{Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
+use crate::domain::{Bar, CorporateAction, Interval, SeriesKey, Symbol, TimeRange};
 use crate::validate::ValidatedBatch;
 
 /// Why a store operation failed. The variant decides what callers do: `Unavailable` is
@@ -85,6 +85,148 @@ impl RangeSummary {
             last: bars.last().map(|b| b.ts),
         }
     }
+}
+
+/// An order-independent digest of the bars of one series in a range: what `verify` and
+/// replication compare between the primary and a node, computed where the data lives (InfluxQL
+/// aggregates on InfluxDB, in process elsewhere), so equal data never crosses the network.
+///
+/// `sums` are the plain float sums of open, high, low, close, volume and adj_close (absent
+/// counts as 0). Sums are order-independent mathematically but not in the last bit: InfluxDB
+/// adds a series' points in time order within a shard and then adds the shards' partial sums,
+/// which is what [`RangeDigest::of`] does for a range inside one shard (the grid of
+/// [`BucketGrid::for_interval`] never crosses a 1-week or 52-week shard boundary). Equal data
+/// therefore digests equally; where it does not (a bucket across shards of another layout), the
+/// only cost is that `verify` bisects it down to an exact bar-by-bar comparison. Prices are
+/// positive, so a missing or extra bar always moves `sums`; a value change smaller than the
+/// rounding of a bucket's sum (about 2^-52 of it) is below what a sum can see — `hash` sees
+/// every bit, where both sides computed one.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RangeDigest {
+    pub count: u64,
+    /// Sums of open, high, low, close, volume, adj_close.
+    pub sums: [f64; 6],
+    /// Wrapping sum of an xxh3 hash of each bar's `ts` and value bits: truly
+    /// order-independent and exact, but only where the bars are digested in process (embedded
+    /// stores, a peer DMS); `None` from InfluxQL, which has no hash function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<u64>,
+}
+
+impl RangeDigest {
+    /// Digests bars in time order (see the type's doc for why the order matters).
+    pub fn of(bars: &[Bar]) -> RangeDigest {
+        let mut d = RangeDigest {
+            hash: Some(0),
+            ..RangeDigest::default()
+        };
+        for b in bars {
+            d.push(b);
+        }
+        d
+    }
+
+    /// Adds one bar (bars must come in time order).
+    pub fn push(&mut self, b: &Bar) {
+        self.count += 1;
+        let adj = b.adj_close.unwrap_or(0.0);
+        for (s, v) in self
+            .sums
+            .iter_mut()
+            .zip([b.open, b.high, b.low, b.close, b.volume, adj])
+        {
+            *s += v;
+        }
+        if let Some(h) = &mut self.hash {
+            let mut buf = [0u8; 56];
+            buf[0..8].copy_from_slice(&b.ts.to_le_bytes());
+            for (i, v) in [b.open, b.high, b.low, b.close, b.volume, adj]
+                .into_iter()
+                .enumerate()
+            {
+                buf[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_bits().to_le_bytes());
+            }
+            *h = h.wrapping_add(xxhash_rust::xxh3::xxh3_64(&buf));
+        }
+    }
+
+    /// Whether two digests say "the same bars": equal counts, bit-equal sums and, where both
+    /// have one, equal hashes.
+    pub fn matches(&self, other: &RangeDigest) -> bool {
+        self.count == other.count
+            && self
+                .sums
+                .iter()
+                .zip(&other.sums)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+            && match (self.hash, other.hash) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// Buckets of `width` seconds starting at `offset + k * width`: how `verify` cuts a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BucketGrid {
+    pub width: i64,
+    /// In `[0, width)`.
+    pub offset: i64,
+}
+
+/// Go's zero time (0001-01-01, a Monday) in Unix seconds: InfluxDB aligns shard groups to
+/// multiples of their duration from it, not from the Unix epoch.
+const GO_ZERO_TIME: i64 = -62_135_596_800;
+
+impl BucketGrid {
+    /// A grid of `width` seconds aligned like InfluxDB's shard groups of that duration.
+    pub fn aligned(width: i64) -> BucketGrid {
+        let width = width.max(1);
+        BucketGrid {
+            width,
+            offset: GO_ZERO_TIME.rem_euclid(width),
+        }
+    }
+
+    /// One week (Monday to Monday UTC) for intraday series (at most 10,080 bars of 1m), 52
+    /// weeks for daily and longer ones (at most 364 bars of 1d). Both nest inside InfluxDB's
+    /// 1-week and 52-week shard groups.
+    pub fn for_interval(interval: Interval) -> BucketGrid {
+        const WEEK: i64 = 7 * 86_400;
+        BucketGrid::aligned(if interval.is_intraday() {
+            WEEK
+        } else {
+            52 * WEEK
+        })
+    }
+
+    /// The start of the bucket holding `ts`.
+    pub fn start_of(self, ts: i64) -> i64 {
+        (ts - self.offset).div_euclid(self.width) * self.width + self.offset
+    }
+
+    /// The bucket holding `ts`.
+    pub fn bucket_of(self, ts: i64) -> TimeRange {
+        let s = self.start_of(ts);
+        TimeRange::new(s, s + self.width).expect("width is positive")
+    }
+}
+
+/// Digests bars (sorted by `ts`) per bucket of `grid`, non-empty buckets only, in order.
+pub fn bucket_digests_of(bars: &[Bar], grid: BucketGrid) -> Vec<(i64, RangeDigest)> {
+    let mut out: Vec<(i64, RangeDigest)> = Vec::new();
+    for b in bars {
+        let start = grid.start_of(b.ts);
+        match out.last_mut() {
+            Some((s, d)) if *s == start => d.push(b),
+            _ => {
+                let mut d = RangeDigest::of(&[]);
+                d.push(b);
+                out.push((start, d));
+            }
+        }
+    }
+    out
 }
 
 /// What a store knows about one of its series.
@@ -185,6 +327,45 @@ pub trait Store: Send + Sync + 'static {
     /// Every series with at least one bar.
     async fn list_series(&self) -> Result<Vec<SeriesStats>, StoreError>;
 
+    /// Every series with at least one bar, without statistics (verify's list of series; a
+    /// store may answer from its index, which is much cheaper than [`Store::list_series`]). A
+    /// store may list a series it no longer holds bars of.
+    async fn series_keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
+        Ok(self
+            .list_series()
+            .await?
+            .into_iter()
+            .map(|s| s.series)
+            .collect())
+    }
+
+    /// A [`RangeDigest`] of the bars of `series` in each of `ranges`. The default reads the
+    /// bars and digests them in process.
+    async fn digests(
+        &self,
+        series: &SeriesKey,
+        ranges: &[TimeRange],
+    ) -> Result<Vec<RangeDigest>, StoreError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            out.push(RangeDigest::of(&self.read(series, *r).await?));
+        }
+        Ok(out)
+    }
+
+    /// The digest of each non-empty bucket of `grid` within `range` (which should be whole
+    /// buckets), as `(bucket start, digest)` in time order. The default reads the bars and
+    /// digests them in process.
+    async fn bucket_digests(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        grid: BucketGrid,
+    ) -> Result<Vec<(i64, RangeDigest)>, StoreError> {
+        let bars = self.read(series, range).await?;
+        Ok(bucket_digests_of(&bars, grid))
+    }
+
     /// Upserts corporate actions of `symbol`, keyed by `(kind, ts)`.
     async fn write_actions(
         &self,
@@ -216,6 +397,56 @@ mod tests {
             adj_close: None,
             source: SourceKind::Files,
         }
+    }
+
+    #[test]
+    fn digests_see_every_value_and_hash_the_timestamps_but_not_the_source() {
+        let a = vec![bar(1, 1.0), bar(2, 2.0)];
+        let mut b = a.clone();
+        b[1].source = SourceKind::Yahoo;
+        assert!(RangeDigest::of(&a).matches(&RangeDigest::of(&b)));
+        b[1].high = 2.5;
+        assert!(!RangeDigest::of(&a).matches(&RangeDigest::of(&b)));
+        // A bar moved in time keeps the sums but not the hash.
+        let moved = vec![bar(1, 1.0), bar(3, 2.0)];
+        let (d, m) = (RangeDigest::of(&a), RangeDigest::of(&moved));
+        assert_eq!((d.count, d.sums), (m.count, m.sums));
+        assert!(!d.matches(&m));
+        // Without a hash (InfluxQL), sums and counts decide.
+        let no_hash = |x: RangeDigest| RangeDigest { hash: None, ..x };
+        assert!(no_hash(d).matches(&m));
+        // An absent adj_close sums as 0.
+        let mut c = a.clone();
+        c[0].adj_close = Some(1.0);
+        assert!(!no_hash(RangeDigest::of(&a)).matches(&RangeDigest::of(&c)));
+    }
+
+    #[test]
+    fn bucket_grids_follow_influxdb_shard_groups() {
+        let week = BucketGrid::for_interval(Interval::M1);
+        // 1970-01-05 was the first Monday after the epoch; shard groups of 7 days start on
+        // Mondays (multiples of 7 days since 0001-01-01, a Monday).
+        assert_eq!((week.width, week.offset), (604_800, 4 * 86_400));
+        let monday = 1_704_067_200; // 2024-01-01
+        assert_eq!(week.start_of(monday + 86_399 * 3), monday);
+        assert_eq!(week.start_of(monday - 1), monday - 604_800);
+        let year = BucketGrid::for_interval(Interval::D1);
+        // A 52-week shard group on 1.6.7 ran from 2023-02-06 to 2024-02-05.
+        assert_eq!(year.start_of(1_700_000_000), 1_675_641_600);
+        let bars = vec![
+            bar(monday - 60, 1.0),
+            bar(monday, 2.0),
+            bar(monday + 60, 3.0),
+        ];
+        let per_bucket = bucket_digests_of(&bars, week);
+        assert_eq!(
+            per_bucket
+                .iter()
+                .map(|(s, d)| (*s, d.count))
+                .collect::<Vec<_>>(),
+            [(monday - 604_800, 1), (monday, 2)]
+        );
+        assert!(per_bucket[1].1.matches(&RangeDigest::of(&bars[1..])));
     }
 
     #[test]

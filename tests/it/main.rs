@@ -14,6 +14,7 @@ mod jobs;
 mod maintenance;
 mod quality;
 mod read_cache;
+mod replication;
 mod roundtrip;
 mod schedule;
 mod server;

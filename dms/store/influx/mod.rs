@@ -40,6 +40,7 @@ pub mod influxql;
 pub mod line_protocol;
 mod parse;
 mod response;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -53,7 +54,7 @@ use self::parse::{
     StatsSink, bar_columns,
 };
 pub use self::response::Format as ReadFormat;
-use super::{Fields, SeriesStats, Store, StoreError, StoreHealth};
+use super::{BucketGrid, Fields, RangeDigest, SeriesStats, Store, StoreError, StoreHealth};
 use crate::config::InfluxConfig;
 use crate::domain::{ActionKind, Bar, CorporateAction, SeriesKey, Symbol, TimeRange};
 use crate::validate::ValidatedBatch;
@@ -358,6 +359,28 @@ impl Store for InfluxStore {
             }
         }
         Ok(out)
+    }
+
+    // Digests and the series list are computed by InfluxDB: see `summary`.
+    async fn series_keys(&self) -> Result<Vec<SeriesKey>, StoreError> {
+        summary::series_keys(&self.client).await
+    }
+
+    async fn digests(
+        &self,
+        s: &SeriesKey,
+        r: &[TimeRange],
+    ) -> Result<Vec<RangeDigest>, StoreError> {
+        summary::digests(&self.client, s, r).await
+    }
+
+    async fn bucket_digests(
+        &self,
+        s: &SeriesKey,
+        r: TimeRange,
+        g: BucketGrid,
+    ) -> Result<Vec<(i64, RangeDigest)>, StoreError> {
+        summary::bucket_digests(&self.client, s, r, g).await
     }
 
     async fn write_actions(

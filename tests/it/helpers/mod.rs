@@ -5,6 +5,7 @@ pub mod bars;
 pub mod fake_opend;
 pub mod gated;
 pub mod influxd;
+pub mod influxd_node;
 pub mod mock_yahoo;
 pub mod receiver;
 pub mod smtp_sink;
