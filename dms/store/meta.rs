@@ -338,13 +338,7 @@ impl MetaDb {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
-        let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        super::sqlite::migrate(&mut conn, MIGRATIONS)?;
         Ok(MetaDb {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
@@ -1397,14 +1391,11 @@ mod tests {
         {
             // A database migrated up to the version before `kind`, holding one rejection.
             let mut c = Connection::open(&path).unwrap();
-            let before = MIGRATIONS.len() - 1;
-            for (i, sql) in MIGRATIONS.iter().enumerate().take(before) {
-                let tx = c.transaction().unwrap();
-                tx.execute_batch(sql).unwrap();
-                tx.pragma_update(None, "user_version", (i + 1) as i64)
-                    .unwrap();
-                tx.commit().unwrap();
-            }
+            let before = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("ADD COLUMN kind"))
+                .unwrap();
+            crate::store::sqlite::migrate(&mut c, &MIGRATIONS[..before]).unwrap();
             c.execute(
                 "INSERT INTO quality (symbol, interval, ts, rule, reason, bar, source, created_at)
                  VALUES ('AAPL', '1d', 0, 'non_finite', 'close is NaN', '{}', 'files', 0)",
