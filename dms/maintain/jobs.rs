@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::ctx::{JobCtx, Progress};
 use super::task::{JobSpec, Task};
@@ -204,7 +205,7 @@ impl Jobs {
             };
             (serde_json::to_value(&counters).unwrap_or_default(), errors)
         };
-        let mut work = std::pin::pin!(work);
+        let mut work = std::pin::pin!(work.instrument(tracing::info_span!("job", job_id = id)));
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         let (counters, errors) = loop {
             tokio::select! {
