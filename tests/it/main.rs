@@ -12,6 +12,7 @@ mod influx;
 mod integrity;
 mod jobs;
 mod maintenance;
+mod ops;
 mod quality;
 mod read_cache;
 mod replication;
