@@ -2,8 +2,8 @@
 //! conditions no job or node reports by itself — series past their expected bar, interior gaps
 //! left open, holiday tables running out.
 //!
-//! [`HealthChecks::spawn`] runs [`HealthChecks::check`] once at start-up and then every
-//! `checks.interval_s`. Each round
+//! [`HealthChecks::spawn`] runs [`HealthChecks::check`] once at start-up (after
+//! [`FIRST_ROUND_AFTER`]) and then every `checks.interval_s`. Each round
 //! 1. scans every series ([`GapScanner::scan`] with no filter: one batched `latest` and the
 //!    coverage summaries, no bar read; it also sets `dms_series_stale{interval}`);
 //! 2. publishes [`Event::SeriesStale`] with the stale series per interval and how long past its
@@ -34,6 +34,11 @@ use crate::maintain::scan::{GapScanner, ScanError, SeriesFilter, SeriesPlan};
 
 /// A holiday table that ends within this many days is reported (as `/health` warns).
 pub const CALENDAR_WARN_DAYS: i64 = 120;
+
+/// How long after start-up the first round runs: the start-up work (resumed jobs, the spool's
+/// replay, the first requests) goes first, and a round never reports what a replay is about to
+/// fill.
+pub const FIRST_ROUND_AFTER: Duration = Duration::from_secs(5);
 
 /// Series named in a `GapsOpen` event (the count covers them all).
 const GAPS_NAMED: usize = 50;
@@ -75,11 +80,13 @@ impl HealthChecks {
         }
     }
 
-    /// Runs a round now and then every interval until `shutdown`. A round that fails (the
-    /// primary is down) is logged; the calendar check of that round still publishes.
+    /// Runs a round shortly after start-up ([`FIRST_ROUND_AFTER`], or the interval if that is
+    /// shorter) and then every interval until `shutdown`. A round that fails (the primary is
+    /// down) is logged; the calendar check of that round still publishes.
     pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.every);
+            let first = tokio::time::Instant::now() + FIRST_ROUND_AFTER.min(self.every);
+            let mut tick = tokio::time::interval_at(first, self.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
