@@ -68,6 +68,15 @@ impl App {
             }
         };
         let scheduler = self.services.scheduler.spawn(shutdown.clone());
+        // Stale series, open gaps and ending holiday tables: once now, then periodically.
+        let checks = crate::ops::HealthChecks::new(
+            self.services.gaps.clone(),
+            self.services.calendars.clone(),
+            self.services.events.clone(),
+            std::sync::Arc::new(crate::clock::SystemClock),
+            std::time::Duration::from_secs(self.services.config.checks.interval_s),
+        )
+        .spawn(shutdown.clone());
         // Shipping to backup nodes (or pulling, on a replica) until shutdown.
         let replication = self.services.replicator.start(shutdown.clone());
         let router = crate::api::router(self.services.clone());
@@ -77,6 +86,7 @@ impl App {
             .await
             .map_err(StartError::Serve)?;
         scheduler.abort();
+        checks.abort();
         replication.join().await;
         tracing::info!("stopped");
         Ok(())

@@ -358,23 +358,24 @@ impl Remote {
     async fn json(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, CliError> {
         let resp = req.send().await.map_err(|e| fail(format!("server: {e}")))?;
         let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| fail(format!("server: {e}")))?;
         if !status.is_success() {
+            // An error answer may not be ours (a proxy's page): its status still says enough.
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
             return Err(server_error(status, &body));
         }
-        Ok(body)
+        resp.json().await.map_err(|e| fail(format!("server: {e}")))
     }
 }
 
+/// A server's error answer as the in-process command would have failed: bad usage (2) for
+/// `invalid_argument` (a bad argument, an unknown symbol), a failure (1) for everything else
+/// (`not_found` — an unknown job —, `conflict`, `unauthorized`, `unavailable`, ...).
 fn server_error(status: reqwest::StatusCode, body: &serde_json::Value) -> CliError {
-    let msg = body["error"]["message"]
-        .as_str()
-        .unwrap_or("request failed");
-    let code = if status.is_client_error() && status != reqwest::StatusCode::CONFLICT {
-        // The server refused the request itself (bad argument, unknown symbol, ...).
+    let msg = body["error"]["message"].as_str().map_or_else(
+        || format!("http {}", status.as_u16()),
+        |m| m.lines().next().unwrap_or_default().to_string(),
+    );
+    let code = if status == reqwest::StatusCode::BAD_REQUEST {
         2
     } else {
         1
@@ -515,17 +516,60 @@ fn print_file(f: &FileReport) {
     }
 }
 
-/// A progress bar on a terminal; hidden otherwise (log lines say what happens).
+/// How often a long command prints a plain progress line when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// A progress bar on a terminal. Otherwise the bar is hidden and, while it runs, a plain line
+/// (`backfill: 3/10`) goes to stderr every [`PLAIN_PROGRESS_EVERY`] when it moved.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    styled(len, what, style, |b| {
+        format!("{}/{}", b.position(), b.length().unwrap_or(0))
+    })
+}
+
+/// A byte counter for a read written to a file, like [`progress`].
+fn bytes_progress(what: &str) -> indicatif::ProgressBar {
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} {bytes} ({bytes_per_sec}, {elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    styled(0, what, style, |b| {
+        format!("{} written", indicatif::HumanBytes(b.position()))
+    })
+}
+
+fn styled(
+    len: u64,
+    what: &str,
+    style: indicatif::ProgressStyle,
+    plain: fn(&indicatif::ProgressBar) -> String,
+) -> indicatif::ProgressBar {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        return bar;
     }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
+    // A hidden bar still keeps its position: a task reports it as plain lines.
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_length(len);
+    let watched = bar.clone();
+    let what = what.to_string();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            tokio::time::sleep(PLAIN_PROGRESS_EVERY).await;
+            if watched.is_finished() {
+                return;
+            }
+            let line = plain(&watched);
+            if last.as_ref() != Some(&line) {
+                eprintln!("{what}: {line}");
+                last = Some(line);
+            }
+        }
+    });
     bar
 }
 
@@ -535,6 +579,11 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
             std::fs::File::create(p).map_err(|e| fail(format!("{}: {e}", p.display())))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    // Only a read to a file shows progress: on stdout the bytes are the output.
+    let bar = match output {
+        Some(p) => bytes_progress(&format!("reading into {}", p.display())),
+        None => indicatif::ProgressBar::hidden(),
     };
     match target(config, "read").await? {
         // The same bytes as the in-process read: the server runs the same `Reader::read`.
@@ -571,19 +620,27 @@ async fn read(config: Config, q: BarsQuery, output: Option<&Path>) -> Result<(),
             }
             let mut stream = resp.bytes_stream();
             while let Some(piece) = stream.next().await {
-                out.write_all(&piece.map_err(|e| fail(format!("server: {e}")))?)?;
+                let piece = piece.map_err(|e| fail(format!("server: {e}")))?;
+                out.write_all(&piece)?;
+                bar.inc(piece.len() as u64);
             }
         }
         Target::Local(services) => match services.reader.read(q).await? {
-            crate::reader::Body::Full(bytes) => out.write_all(&bytes)?,
+            crate::reader::Body::Full(bytes) => {
+                out.write_all(&bytes)?;
+                bar.inc(bytes.len() as u64);
+            }
             crate::reader::Body::Stream(mut stream) => {
                 while let Some(piece) = stream.next().await {
-                    out.write_all(&piece?)?;
+                    let piece = piece?;
+                    out.write_all(&piece)?;
+                    bar.inc(piece.len() as u64);
                 }
             }
         },
     }
     out.flush()?;
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -75,6 +75,8 @@ pub struct Config {
     pub reader: ReaderConfig,
     pub schedule: Vec<ScheduleEntry>,
     pub alerts: Vec<AlertConfig>,
+    /// The periodic health checks of `dms serve` (`checks:`, not in DESIGN §2).
+    pub checks: ChecksConfig,
     pub logging: LoggingConfig,
 }
 
@@ -274,6 +276,19 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReaderConfig {
     pub max_bars_per_request: u64,
+}
+
+/// `checks: { interval_s: 300 }`: how often `dms serve` looks for stale series, open gaps and
+/// ending holiday tables (`crate::ops`), besides once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChecksConfig {
+    pub interval_s: u64,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig { interval_s: 300 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -718,6 +733,7 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         "reader",
         "schedule",
         "alerts",
+        "checks",
         "logging",
     ]);
 
@@ -904,6 +920,13 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
     }
     let alerts = decode_items(d, "alerts", get("alerts"), decode_alert);
 
+    let mut s = d.section("checks", get("checks"));
+    let checks = ChecksConfig {
+        interval_s: d.field(&mut s, "interval_s", ChecksConfig::default().interval_s),
+    };
+    d.check(checks.interval_s > 0, &s, "interval_s", "must be positive");
+    d.finish(s);
+
     let mut s = d.section("logging", get("logging"));
     let logging = LoggingConfig {
         dir: d.field(&mut s, "dir", PathBuf::from("logs")),
@@ -931,6 +954,7 @@ fn decode(d: &mut Decoder, tree: &Value) -> Config {
         reader,
         schedule,
         alerts,
+        checks,
         logging,
     }
 }

@@ -16,7 +16,8 @@
 //! - [`services`]: everything DMS runs on, opened by the one owner of the data directory
 //!   ([`datadir`]).
 //! - [`events`], [`alert`], [`schedule`]: the internal event bus, alerts delivered from it, and
-//!   the cron scheduler.
+//!   the cron scheduler; [`ops`]: the periodic health checks that publish staleness, open gaps
+//!   and ending holiday tables.
 //! - [`api`], [`cli`], [`app`]: the HTTP API, the command line and the server around them.
 
 pub mod alert;
@@ -32,6 +33,7 @@ pub mod format;
 pub mod import;
 pub mod ingest;
 pub mod maintain;
+pub mod ops;
 pub mod reader;
 pub mod replicate;
 pub mod schedule;

@@ -206,8 +206,8 @@ pub fn metrics() -> &'static Metrics {
 /// Keeps the log file writer flushing until dropped (hold it for the life of the process).
 pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
-/// Installs the tracing subscriber: JSON lines to `dir/dms.log.YYYY-MM-DD` (daily rotation)
-/// when `json`, plus human-readable lines on stderr when it is a terminal (or always, when the
+/// Installs the tracing subscriber: JSON lines ([`FlatJson`]) to `dir/dms.log.YYYY-MM-DD`
+/// (daily rotation) when `json`, plus human-readable lines on stderr when it is a terminal (or always, when the
 /// file cannot be opened). Safe to call more than once (later calls do nothing).
 pub fn init_logging(dir: &std::path::Path, level: &str, json: bool) -> LogGuard {
     use std::io::IsTerminal;
@@ -228,9 +228,8 @@ pub fn init_logging(dir: &std::path::Path, level: &str, json: bool) -> LogGuard 
         Some(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(FlatJson)
                 .with_writer(writer)
                 .with_filter(filter());
             (Some(layer), Some(guard))
@@ -250,9 +249,135 @@ pub fn init_logging(dir: &std::path::Path, level: &str, json: bool) -> LogGuard 
     LogGuard(guard)
 }
 
+/// One JSON object a line: `timestamp`, `level`, `target`, then the fields of every span the
+/// event is in (outermost first: a job's `job_id`, a request's route) and the event's own
+/// fields, all at the top level, so `jq 'select(.job_id == 7)'` finds every line of job 7,
+/// whichever module wrote it. An inner field replaces an outer one of the same name.
+struct FlatJson;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for FlatJson
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut map = serde_json::Map::new();
+        map.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        map.insert("level".into(), meta.level().as_str().into());
+        map.insert("target".into(), meta.target().into());
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                let Some(fields) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() else {
+                    continue;
+                };
+                // `JsonFields` stores a span's fields as one JSON object.
+                if let Ok(serde_json::Value::Object(m)) =
+                    serde_json::from_str::<serde_json::Value>(fields.as_str())
+                {
+                    map.extend(m);
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut map));
+        let line = serde_json::Value::Object(map).to_string();
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Records an event's fields into a JSON object.
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_their_spans_at_the_top_level() {
+        use tracing_subscriber::prelude::*;
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(FlatJson)
+            .with_writer(move || out.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let job = tracing::info_span!("job", job_id = 7u64, task = "update");
+            let _in_job = job.enter();
+            let series = tracing::info_span!("series", symbol = "AAPL", task = "inner");
+            let _in_series = series.enter();
+            tracing::warn!(source = "yahoo", attempt = 2, "retrying {}", "soon");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let l = &lines[0];
+        assert_eq!(l["job_id"], 7, "{l}");
+        assert_eq!(l["symbol"], "AAPL", "{l}");
+        assert_eq!(l["task"], "inner", "the inner span wins: {l}");
+        assert_eq!(l["source"], "yahoo", "{l}");
+        assert_eq!(l["attempt"], 2, "{l}");
+        assert_eq!(l["message"], "retrying soon", "{l}");
+        assert_eq!(l["level"], "WARN", "{l}");
+        assert!(l["timestamp"].as_str().unwrap().ends_with('Z'), "{l}");
+    }
 
     #[test]
     fn renders_the_contract_names() {

@@ -75,8 +75,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
     super::error::health(body, reachable)
 }
 
-/// How close to its end a holiday table may come before `/health` warns.
-const CALENDAR_WARN_DAYS: i64 = 120;
+// How close to its end a holiday table may come before `/health` warns (the window the
+// health checks publish `calendar_ending` in).
+use crate::ops::CALENDAR_WARN_DAYS;
 
 /// Each market with a holiday table: where it ends and, when that is within
 /// [`CALENDAR_WARN_DAYS`] (or past), a warning. Only a warning: the service stays `ok`, since

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::ctx::{JobCtx, Progress};
 use super::fetch::FetchCounters;
@@ -209,7 +210,7 @@ impl Jobs {
                 Task::Sync(p) => sync::run(&self.env, p, &ctx).await,
             }
         };
-        let mut work = std::pin::pin!(work);
+        let mut work = std::pin::pin!(work.instrument(tracing::info_span!("job", job_id = id)));
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         let (counters, errors) = loop {
             tokio::select! {

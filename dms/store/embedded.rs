@@ -134,7 +134,7 @@ impl EmbeddedStore {
                 message: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
-        let mut conn = open_conn(path).map_err(Error::from)?;
+        let mut conn = open_conn(path, Role::Writer).map_err(Error::from)?;
         super::sqlite::migrate(&mut conn, MIGRATIONS).map_err(Error::from)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -176,7 +176,7 @@ impl EmbeddedStore {
                 .pop();
             let conn = match idle {
                 Some(c) => c,
-                None => open_conn(&inner.path)?,
+                None => open_conn(&inner.path, Role::Reader)?,
             };
             let out = f(&conn);
             let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,17 +201,38 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
-fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
+/// What a connection is for: the one writer, or one of the pooled readers.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+/// Page cache of the writer connection, KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Page cache of each reader connection, KiB. Reads of chunks are sequential blob reads that
+/// the page cache barely helps, and up to `reader::LOAD_CONCURRENCY` readers are open at once.
+const READER_CACHE_KIB: i64 = 4 * 1024;
+
+/// Opens a connection. No memory map (`mmap_size = 0`): a mapped file counts in the process's
+/// resident memory as it is read, so a 10M-bar read would hold gigabytes of the file resident
+/// (BENCHMARKS.md, "Read path", RSS); reads copy pages into a bounded page cache instead.
+fn open_conn(path: &Path, role: Role) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(
+    let cache = match role {
+        Role::Writer => WRITER_CACHE_KIB,
+        Role::Reader => READER_CACHE_KIB,
+    };
+    conn.execute_batch(&format!(
         "PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
-         PRAGMA mmap_size = 1073741824;
-         PRAGMA cache_size = -65536;",
-    )?;
+         PRAGMA mmap_size = 0;
+         PRAGMA cache_size = -{cache};"
+    ))?;
     Ok(conn)
 }
 

@@ -373,3 +373,66 @@ async fn sync_and_verify_run_as_jobs_and_say_what_they_did_per_node() {
         stderr(&o)
     );
 }
+
+/// Asserts `o` failed with exit code 1 and one line on stderr, `error: ` then `want`.
+fn fails_with_one_line(o: &std::process::Output, want: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: ") && err.contains(want), "{err}");
+}
+
+#[test]
+fn failures_exit_1_with_one_line_in_process_and_through_the_server() {
+    // A fixed free port: the CLI finds the server at server.bind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dms = DmsCommand::with_port(port, "");
+    let missing = dms.dir.path().join("no/such/dir/out.csv");
+    let read_to = |path: &std::path::Path| {
+        dms.run(&[
+            "read",
+            "--symbols",
+            "AAPL",
+            "--interval",
+            "1d",
+            "-o",
+            path.to_str().unwrap(),
+        ])
+    };
+    // In-process: an unknown job, an output file that cannot be created.
+    fails_with_one_line(&dms.run(&["jobs", "show", "999"]), "job 999 not found");
+    fails_with_one_line(&read_to(&missing), "out.csv");
+    // The same commands through a running server fail the same way: an unknown job is a
+    // failure (not found), not bad usage.
+    let _server = dms.serve();
+    let dir = dms.dir.path().join("data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dms::datadir::read_holder(&dir)
+        .and_then(|h| h.base_url())
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dms serve did not bind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fails_with_one_line(&dms.run(&["jobs", "show", "999"]), "job 999 not found");
+    fails_with_one_line(&dms.run(&["jobs", "cancel", "999"]), "999");
+    fails_with_one_line(&read_to(&missing), "out.csv");
+    // Bad usage stays 2 through the server too.
+    let o = dms.run(&[
+        "read",
+        "--symbols",
+        "AAPL",
+        "--interval",
+        "1d",
+        "--start",
+        "2024-02-30",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -13,6 +13,7 @@ mod influx;
 mod integrity;
 mod jobs;
 mod maintenance;
+mod ops;
 mod quality;
 mod read_cache;
 mod replication;

@@ -906,17 +906,22 @@
         const lagS = pick(n, 'lag.seconds', 'lag_seconds');
         const verify = pick(n, 'last_verify.finished_at', 'last_verify.at', 'last_verify');
         const verifyOk = pick(n, 'last_verify.ok', 'last_verify.status');
+        const diffs = pick(n, 'last_verify.differences');
         const err = pick(n, 'last_error', 'error');
-        return h('tr', { title: err || '' },
+        // `reachable` is null until the first ping or shipping round.
+        const dot = n.reachable === true ? 'dot-ok' : n.reachable === false ? 'dot-bad' : 'dot-warn';
+        const state = n.reachable === true ? 'reachable' : n.reachable === false ? 'unreachable' : 'not contacted yet';
+        return h('tr', { title: err || state },
           h('td', null, h('span', { style: { display: 'inline-flex', alignItems: 'center', gap: '6px' } },
-            h('span', { class: `dot ${n.reachable ? 'dot-ok' : 'dot-bad'}` }), h('b', null, String(n.name || '?')),
+            h('span', { class: `dot ${dot}`, title: state }), h('b', null, String(n.name || '?')),
             n.kind ? h('span', { class: 'chip' }, String(n.kind)) : null),
           err ? h('div', { class: 'src-err' }, String(err)) : null),
           h('td', { class: 'num dim' }, num(pick(n, 'acked_seq', 'acked_sequence', 'acked'))),
           h('td', { class: 'num' }, lagC == null ? '—' : h('span', { class: lagC > 0 ? 'gapcount' : 'mut' }, `${num(lagC)} ch`),
             lagS == null ? null : h('span', { class: 'mut' }, ` · ${duration(lagS)}`)),
           h('td', { class: 'dim' }, typeof verify === 'string' ? ago(verify) : '—',
-            verifyOk === true || verifyOk === 'ok' ? ' ✓' : verifyOk === false ? ' ✗' : ''));
+            verifyOk === true || verifyOk === 'ok' ? ' ✓' : verifyOk === false ? ' ✗' : '',
+            typeof diffs === 'number' && diffs > 0 ? h('span', { class: 'gapcount' }, ` ${num(diffs)} diff${diffs > 1 ? 's' : ''}`) : null));
       }))));
   }
 
