@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
+
 use crate::domain::{Interval, Symbol};
 use crate::ingest::{IngestReport, WriteError};
 use crate::maintain::MaintainEnv;
@@ -177,6 +179,9 @@ pub async fn import_upload(
     .await
 }
 
+/// Series of one file written at once.
+const IMPORT_CONCURRENCY: usize = 4;
+
 /// Parses each file whole, then writes its bars through the write path.
 async fn import_files(
     env: &MaintainEnv,
@@ -206,11 +211,21 @@ async fn import_files(
                 fr.read = fb.bar_count() as u64;
                 fr.no_trade = fb.dropped.no_trade;
                 let mut sum = IngestReport::default();
-                for (series, bars) in fb.series {
-                    // One writer per series: an import waits for a job writing the series.
-                    let _guard = env.locks.lock(&series).await;
-                    let ctx = Context::new(env.clock.now(), series.symbol.market());
-                    sum += env.writer.ingest(&series, bars, &ctx).await?;
+                // A few series at once: one's validation, change-log and coverage work
+                // overlaps another's store write.
+                let mut writes =
+                    futures::stream::iter(fb.series.into_iter().map(|(series, bars)| {
+                        let env = env.clone();
+                        async move {
+                            // One writer per series: an import waits for a job writing the series.
+                            let _guard = env.locks.lock(&series).await;
+                            let ctx = Context::new(env.clock.now(), series.symbol.market());
+                            env.writer.ingest(&series, bars, &ctx).await
+                        }
+                    }))
+                    .buffer_unordered(IMPORT_CONCURRENCY);
+                while let Some(r) = writes.next().await {
+                    sum += r?;
                 }
                 fr.written = sum.written;
                 fr.rejected = sum.rejected;

@@ -213,7 +213,7 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Page cache of each reader connection, KiB. Reads of chunks are sequential blob reads that
 /// the page cache barely helps, and up to `reader::LOAD_CONCURRENCY` readers are open at once.
-const READER_CACHE_KIB: i64 = 4 * 1024;
+const READER_CACHE_KIB: i64 = 1024;
 
 /// Opens a connection. No memory map (`mmap_size = 0`): a mapped file counts in the process's
 /// resident memory as it is read, so a 10M-bar read would hold gigabytes of the file resident
