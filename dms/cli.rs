@@ -101,6 +101,24 @@ pub enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Re-validate stored bars (findings become quality flags) and compare every backup node
+    /// (or --node) with the primary, repairing what differs.
+    Verify {
+        /// Only this backup node (a `storage.backups` name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only the stored series of these symbols.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        symbols: Vec<String>,
+        #[arg(long)]
+        interval: Option<String>,
+    },
+    /// Push pending changes to every backup node (or --node) now and wait until they confirm.
+    Sync {
+        /// Only this backup node (a `storage.backups` name).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// List, show or cancel jobs.
     Jobs {
         #[command(subcommand)]
@@ -259,6 +277,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 symbols,
                 interval,
                 market,
+                ..JobSpec::default()
+            };
+            run_job(config, spec).await
+        }
+        Command::Verify {
+            node,
+            symbols,
+            interval,
+        } => {
+            let spec = JobSpec {
+                task: "verify".into(),
+                symbols,
+                interval,
+                node,
+                ..JobSpec::default()
+            };
+            run_job(config, spec).await
+        }
+        Command::Sync { node } => {
+            let spec = JobSpec {
+                task: "sync".into(),
+                node,
                 ..JobSpec::default()
             };
             run_job(config, spec).await
@@ -695,10 +735,26 @@ async fn run_job(config: Config, spec: JobSpec) -> Result<(), CliError> {
             (job.status, job.counters, errors)
         }
     };
-    let c: FetchCounters = serde_json::from_value(counters).unwrap_or_default();
     for e in &errors {
         eprintln!("{e}");
     }
+    let secs = started.elapsed().as_secs_f64();
+    match name.as_str() {
+        "verify" => print_verify(&status, &counters, secs),
+        "sync" => print_sync(&status, &counters, secs),
+        _ => print_fetch(&name, &status, counters, secs),
+    }
+    match (status.as_str(), errors.first()) {
+        ("succeeded", _) => Ok(()),
+        (_, Some(e)) if errors.len() == 1 => Err(fail(e)),
+        (_, Some(e)) => Err(fail(format!("{} failures, first: {e}", errors.len()))),
+        (s, None) => Err(fail(format!("{name} {s}"))),
+    }
+}
+
+/// The summary line of a fetching job (backfill, update, full, repair).
+fn print_fetch(name: &str, status: &str, counters: serde_json::Value, secs: f64) {
+    let c: FetchCounters = serde_json::from_value(counters).unwrap_or_default();
     println!(
         "{name} {status}: {} series ({} failed), {} bars fetched, {} written, {} spooled, {} quarantined, {} dropped (no trade {}, out of range {}, forming {}), {} corporate actions, in {:.1}s ({})",
         c.series,
@@ -712,14 +768,50 @@ async fn run_job(config: Config, spec: JobSpec) -> Result<(), CliError> {
         c.dropped.out_of_range,
         c.dropped.forming,
         c.actions,
-        started.elapsed().as_secs_f64(),
+        secs,
         c.shares(),
     );
-    match (status.as_str(), errors.first()) {
-        ("succeeded", _) => Ok(()),
-        (_, Some(e)) if errors.len() == 1 => Err(fail(e)),
-        (_, Some(e)) => Err(fail(format!("{} series failed, first: {e}", errors.len()))),
-        (s, None) => Err(fail(format!("{name} {s}"))),
+}
+
+/// The summary of a verify job: the stored data, then one line per node.
+fn print_verify(status: &str, c: &serde_json::Value, secs: f64) {
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    println!(
+        "verify {status}: {} series, {} bars checked, {} break a rule, {} flagged, in {secs:.1}s",
+        n(c, "series"),
+        n(c, "bars_checked"),
+        n(c, "bad_bars"),
+        n(c, "flagged_bars"),
+    );
+    for node in c["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "  node {}: {} buckets compared, {} differ, {} repaired",
+            node["node"].as_str().unwrap_or("?"),
+            n(node, "buckets_compared"),
+            n(node, "differences"),
+            n(node, "repaired"),
+        );
+    }
+}
+
+/// The summary of a sync job: one line per node.
+fn print_sync(status: &str, c: &serde_json::Value, secs: f64) {
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    println!(
+        "sync {status}: {} nodes ({} failed), {} changes shipped, in {secs:.1}s",
+        n(c, "nodes"),
+        n(c, "nodes_failed"),
+        n(c, "changes"),
+    );
+    for node in c["per_node"].as_array().into_iter().flatten() {
+        println!(
+            "  node {}: {} changes, {} bars written, {} deleted, acked {}",
+            node["node"].as_str().unwrap_or("?"),
+            n(node, "changes"),
+            n(node, "bars_written"),
+            n(node, "bars_deleted"),
+            n(node, "acked_seq"),
+        );
     }
 }
 

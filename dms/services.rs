@@ -177,7 +177,7 @@ impl Services {
             primary.clone(),
             meta.clone(),
             calendars.clone(),
-            config.universe.clone(),
+            universe.clone(),
             config.history.default_start_years,
         );
         // Learn, before anything writes, which series the store held before coverage
@@ -195,6 +195,8 @@ impl Services {
                 clock: Arc::new(SystemClock),
                 history: config.history.clone(),
                 events: events.clone(),
+                gaps: gaps.clone(),
+                replicator: replicator.clone(),
             },
         );
         let scheduler = Scheduler::new(

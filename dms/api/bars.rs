@@ -1,7 +1,7 @@
 //! `GET /api/v1/bars`: the batch read for backtests, and the request parsing shared with
 //! `dms read` and the other read endpoints.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -77,18 +77,12 @@ pub struct SeriesColumns {
 /// order of first appearance kept, at most [`MAX_SYMBOLS_PER_REQUEST`] distinct symbols. Used by
 /// every endpoint and command that takes a symbol list.
 pub fn parse_symbols(s: &str) -> Result<Vec<Symbol>, ApiError> {
-    let mut out: Vec<Symbol> = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let sym = Symbol::parse(part).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        if seen.insert(part) {
-            out.push(sym);
-        }
-        if out.len() > MAX_SYMBOLS_PER_REQUEST {
-            return Err(ApiError::InvalidArgument(format!(
-                "more than {MAX_SYMBOLS_PER_REQUEST} symbols"
-            )));
-        }
+    let out = crate::maintain::task::parse_symbol_list(&[s.to_string()])
+        .map_err(ApiError::InvalidArgument)?;
+    if out.len() > MAX_SYMBOLS_PER_REQUEST {
+        return Err(ApiError::InvalidArgument(format!(
+            "more than {MAX_SYMBOLS_PER_REQUEST} symbols"
+        )));
     }
     if out.is_empty() {
         return Err(ApiError::InvalidArgument(

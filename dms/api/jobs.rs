@@ -42,7 +42,8 @@ pub fn render(j: &JobRecord) -> serde_json::Value {
     })
 }
 
-/// Queues a job (today: `backfill`) and starts it.
+/// Queues a job (`update`, `backfill`, `full`, `repair`, `verify` or `sync`; `node` for the
+/// last two) and starts it.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod bars;
 pub mod cache;
+pub mod calendars;
 pub mod dashboard;
 pub mod error;
 pub mod gaps;
@@ -127,6 +128,7 @@ fn routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::show))
         .routes(routes!(jobs::log))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(calendars::sessions))
         .routes(routes!(sources::list))
         .routes(routes!(sources::ping))
         .routes(routes!(schedules::list))

@@ -14,6 +14,12 @@
 //! [`fetch_plans`] then re-fetches every stored series of that symbol over its whole stored
 //! range, logging why, so all stored bars share one basis.
 //!
+//! **Confirmed empties.** Each page a source answered says which span it covers
+//! ([`crate::source::Page::range`]); after the page is stored, the sessions of that span the
+//! calendar expects and the answer left without a bar (a halt, a suspension) are recorded
+//! through [`super::scan::GapScanner::confirm_empty`], so gap listings and later updates skip
+//! them. A failed request yields no page, so nothing it did not answer is recorded.
+//!
 //! A series finished is recorded in the job's checkpoint (`{"done": ["AAPL@1d", ...]}`): a job
 //! resumed after a crash skips it, and re-fetches the rest — writes are upserts, so whatever a
 //! killed run had written of an unfinished series is written again, never duplicated.
@@ -51,6 +57,9 @@ pub struct FetchCounters {
     pub actions: u64,
     /// Series whose history was re-fetched because a new split appeared.
     pub refetched_for_splits: u64,
+    /// Sessions a source answered for with no bar (halts, suspensions), recorded so they are
+    /// neither reported as gaps nor fetched again.
+    pub sessions_confirmed_empty: u64,
     /// Seconds spent in each stage, summed over series (they overlap in wall time).
     pub fetch_s: f64,
     pub parse_s: f64,
@@ -70,6 +79,7 @@ impl FetchCounters {
         self.dropped += o.dropped;
         self.actions += o.actions;
         self.refetched_for_splits += o.refetched_for_splits;
+        self.sessions_confirmed_empty += o.sessions_confirmed_empty;
         self.fetch_s += o.fetch_s;
         self.parse_s += o.parse_s;
         self.validate_s += o.validate_s;
@@ -352,6 +362,13 @@ async fn fetch_range(
                 out.new_splits.extend(unseen);
             }
         }
+        // What the answer covers, and every stamp it returned (before validation: a
+        // quarantined bar is not an empty session).
+        let answered = page.range;
+        let stamps: Vec<i64> = match answered {
+            Some(_) => page.bars.iter().map(|b| b.ts).collect(),
+            None => Vec::new(),
+        };
         let r = env.writer.ingest(&series, page.bars, &vctx).await?;
         c.bars_rejected += r.rejected;
         c.bars_written += r.written;
@@ -364,6 +381,31 @@ async fn fetch_range(
             c.actions += page.actions.len() as u64;
         }
         c.write_s += (t.elapsed() - r.validate_time).as_secs_f64();
+        // Only after the page is stored, and only for the span this (successful) answer
+        // covers; `confirm_empty` leaves out sessions not yet final (the open one).
+        if let Some(range) = answered {
+            match env
+                .gaps
+                .confirm_empty(
+                    &series,
+                    market,
+                    source.kind(),
+                    range,
+                    &stamps,
+                    env.clock.now(),
+                )
+                .await
+            {
+                Ok(confirmed) => c.sessions_confirmed_empty += confirmed.sessions.len() as u64,
+                Err(e) => tracing::warn!(
+                    job_id = ctx.id(),
+                    symbol = %series.symbol,
+                    interval = %series.interval,
+                    error = %e,
+                    "cannot record the sessions the source confirmed empty; they stay gaps"
+                ),
+            }
+        }
         tracing::debug!(
             job_id = ctx.id(),
             symbol = %series.symbol,

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::ctx::{JobCtx, Progress};
+use super::fetch::FetchCounters;
 use super::task::{JobSpec, Task};
 use super::update::Mode;
-use super::{MaintainEnv, backfill, repair, update};
+use super::{MaintainEnv, backfill, repair, sync, update, verify};
 use crate::events::Event;
 use crate::store::meta::{JobRecord, MetaDb, MetaError};
 use crate::telemetry::{labels, metrics};
@@ -196,13 +197,17 @@ impl Jobs {
         ctx.log("info", &format!("{} started", task.name())).await;
         // Flush progress every second while the task runs; report progress to the caller.
         let work = async {
-            let (counters, errors) = match &task {
-                Task::Backfill(p) => backfill::run(&self.env, p, &ctx).await,
-                Task::Update(sel) => update::run(&self.env, sel, Mode::Update, &ctx).await,
-                Task::Full(sel) => update::run(&self.env, sel, Mode::Full, &ctx).await,
-                Task::Repair(sel) => repair::run(&self.env, sel, &ctx).await,
+            let fetched = |(c, e): (FetchCounters, Vec<String>)| {
+                (serde_json::to_value(&c).unwrap_or_default(), e)
             };
-            (serde_json::to_value(&counters).unwrap_or_default(), errors)
+            match &task {
+                Task::Backfill(p) => fetched(backfill::run(&self.env, p, &ctx).await),
+                Task::Update(sel) => fetched(update::run(&self.env, sel, Mode::Update, &ctx).await),
+                Task::Full(sel) => fetched(update::run(&self.env, sel, Mode::Full, &ctx).await),
+                Task::Repair(sel) => fetched(repair::run(&self.env, sel, &ctx).await),
+                Task::Verify(p) => verify::run(&self.env, p, &ctx).await,
+                Task::Sync(p) => sync::run(&self.env, p, &ctx).await,
+            }
         };
         let mut work = std::pin::pin!(work);
         let mut tick = tokio::time::interval(FLUSH_EVERY);

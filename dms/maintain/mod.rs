@@ -10,9 +10,12 @@
 //!   task; [`backfill`], [`update`]: what they fetch;
 //! - [`universe`]: the maintained series; [`locks`]: one writer per series;
 //! - [`gaps`]: the pure gap logic; [`scan`]: the [`scan::GapScanner`] that runs it over many
-//!   series (gap listings and update planning).
+//!   series (gap listings, update planning, and recording what a source confirms empty);
+//! - [`verify`]: re-validation of stored bars and node comparison; [`sync`]: shipping to the
+//!   backup nodes on demand (both through [`crate::replicate::Replicator`]).
 //!
-//! Dependencies point one way: `jobs → task → {backfill, update} → fetch → ctx`.
+//! Dependencies point one way: `jobs → task → {backfill, update, repair, verify, sync} →
+//! fetch → ctx`; `maintain` uses `replicate`, never the other way.
 
 pub mod backfill;
 pub mod ctx;
@@ -23,9 +26,11 @@ pub mod locks;
 pub mod repair;
 pub mod scan;
 pub mod scheduled;
+pub mod sync;
 pub mod task;
 pub mod universe;
 pub mod update;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use crate::config::HistoryConfig;
 use crate::domain::SourceKind;
 use crate::events::EventBus;
 use crate::ingest::Writer;
+use crate::replicate::Replicator;
 use crate::source::Source;
 
 /// What tasks run against. Cheap to clone.
@@ -48,4 +54,9 @@ pub struct MaintainEnv {
     pub history: HistoryConfig,
     /// Job outcomes are published here (alerts subscribe).
     pub events: EventBus,
+    /// Interior gaps for the update's plans; records what a source confirms empty; the
+    /// configured calendars (with the `calendars:` overrides).
+    pub gaps: scan::GapScanner,
+    /// Shipping and node verify for the `sync` and `verify` tasks.
+    pub replicator: Replicator,
 }

@@ -36,6 +36,7 @@ use chrono::{Datelike, NaiveDate};
 use futures::StreamExt;
 
 use super::gaps::{self, Calendars, Confirmed, Expected, Findings, Gap, Horizon, SeriesFacts};
+use super::universe::Universe;
 use crate::domain::{Interval, Market, SeriesKey, SourceKind, Symbol, TimeRange, time};
 use crate::store::coverage::{self, Coverage, Marks};
 use crate::store::meta::{MetaDb, MetaError, RebuildScope, UniverseEntry};
@@ -108,8 +109,9 @@ struct Inner {
     primary: Arc<dyn Store>,
     meta: MetaDb,
     calendars: Arc<Calendars>,
-    /// The config's universe; entries added through the API (in `meta.db`) win.
-    universe: Vec<UniverseEntry>,
+    /// The live universe (config + API entries, the API's winning), so a scan sees an entry
+    /// the moment the API adds it.
+    universe: Universe,
     default_start_years: u32,
     /// Set once `meta.db` says every pre-existing series is listed.
     seeded: AtomicBool,
@@ -128,7 +130,7 @@ impl GapScanner {
         primary: Arc<dyn Store>,
         meta: MetaDb,
         calendars: Arc<Calendars>,
-        universe: Vec<UniverseEntry>,
+        universe: Universe,
         default_start_years: u32,
     ) -> GapScanner {
         GapScanner {
@@ -169,14 +171,10 @@ impl GapScanner {
         Ok(())
     }
 
-    /// The universe: the config's entries, then those added through the API (which win).
-    pub async fn universe(&self) -> Result<Vec<UniverseEntry>, ScanError> {
-        let mut universe = self.inner.universe.clone();
-        for e in self.inner.meta.universe().await? {
-            universe.retain(|u| u.symbol != e.symbol);
-            universe.push(e);
-        }
-        Ok(universe)
+    /// The universe as it is now: the config's entries and those added through the API
+    /// (which win).
+    pub fn universe(&self) -> Vec<UniverseEntry> {
+        self.inner.universe.entries()
     }
 
     /// The series a scan of `filter` covers: every universe entry × its intervals, every
@@ -186,7 +184,6 @@ impl GapScanner {
         self.ensure_seeded().await?;
         let mut out: HashSet<SeriesKey> = self
             .universe()
-            .await?
             .into_iter()
             .flat_map(|u| {
                 u.intervals
@@ -236,7 +233,7 @@ impl GapScanner {
     pub async fn plan(&self, series: &[SeriesKey], now: i64) -> Result<Vec<SeriesPlan>, ScanError> {
         let inner = &self.inner;
         self.ensure_seeded().await?;
-        let universe = self.universe().await?;
+        let universe = self.universe();
         let entries: HashMap<&Symbol, &UniverseEntry> =
             universe.iter().map(|u| (&u.symbol, u)).collect();
         let default_start = years_before(now, inner.default_start_years);
@@ -409,7 +406,9 @@ impl GapScanner {
     /// sessions of `range` with no bar as confirmed-empty sessions, and missing bars inside
     /// answered sessions as absent slots; neither is reported or fetched again. `bars` are the
     /// stamps the answer returned (all of them, before validation: a quarantined bar is not
-    /// an empty session). The update and backfill jobs call it per page, after writing it.
+    /// an empty session). Sessions and slots the store holds bars for are left out (a short
+    /// answer is not an empty one). Every fetching job calls it per answered page, after
+    /// writing it.
     pub async fn confirm_empty(
         &self,
         series: &SeriesKey,
@@ -423,7 +422,25 @@ impl GapScanner {
             return Ok(Confirmed::default());
         };
         let ix = self.inner.calendars.sessions(market);
-        let c = gaps::confirmed_empty(ix, series.interval, range, bars, now);
+        let mut c = gaps::confirmed_empty(ix, series.interval, range, bars, now);
+        if !c.sessions.is_empty() || !c.absent.is_empty() {
+            // An answer that lacks bars the store holds is a short answer, not an empty
+            // session: what is stored stays what counts.
+            let cov = self.inner.meta.coverage_of(series).await?;
+            let interval = series.interval;
+            let stored = |ts: i64| {
+                let b = coverage::block_start(interval, ts);
+                cov.blocks.get(&b).is_some_and(|blk| {
+                    coverage::slot_of(interval, b, ts).is_some_and(|s| blk.present.get(s))
+                })
+            };
+            c.absent.retain(|t| !stored(*t));
+            c.sessions.retain(|d| match ix.calendar().session(*d) {
+                Some(s) if interval.is_intraday() => !s.bar_starts(interval).any(&stored),
+                Some(s) => !stored(s.stamp()),
+                None => true,
+            });
+        }
         for d in &c.sessions {
             self.inner
                 .meta

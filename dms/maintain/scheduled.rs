@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::jobs::Jobs;
-use super::task::Task;
+use super::task::{SyncParams, Task, VerifyParams};
 use super::universe::Selection;
 use crate::config::{ScheduleEntry, TaskKind};
 use crate::domain::Calendar;
@@ -29,10 +29,14 @@ impl JobsTarget {
         match entry.task {
             TaskKind::Update => Ok(Task::Update(selection)),
             TaskKind::Repair => Ok(Task::Repair(selection)),
-            TaskKind::Verify | TaskKind::Sync => Err(format!(
-                "task {:?} is not available in this version",
-                entry.task
-            )),
+            // The stored series of the entry's selection, and every backup node.
+            TaskKind::Verify => Ok(Task::Verify(VerifyParams {
+                node: None,
+                symbols: selection.symbols,
+                intervals: selection.intervals,
+                markets: selection.markets,
+            })),
+            TaskKind::Sync => Ok(Task::Sync(SyncParams::default())),
         }
     }
 }
@@ -83,5 +87,36 @@ impl ScheduleStore for MetaScheduleStore {
             .set_schedule_run(name, run.at.timestamp(), run.job_id)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Interval, Symbol};
+
+    #[test]
+    fn every_schedule_task_kind_starts_its_task_over_the_entry_selection() {
+        let mut e = ScheduleEntry::new("nightly", "0 0 18 * * *", "UTC", TaskKind::Verify).unwrap();
+        e.symbols = vec![Symbol::parse("AAPL").unwrap()];
+        e.intervals = vec![Interval::D1];
+        assert_eq!(
+            JobsTarget::task(&e).unwrap(),
+            Task::Verify(VerifyParams {
+                node: None,
+                symbols: e.symbols.clone(),
+                intervals: vec![Interval::D1],
+                markets: Vec::new(),
+            })
+        );
+        e.task = TaskKind::Sync;
+        assert_eq!(
+            JobsTarget::task(&e).unwrap(),
+            Task::Sync(SyncParams::default())
+        );
+        e.task = TaskKind::Repair;
+        assert!(matches!(JobsTarget::task(&e), Ok(Task::Repair(s)) if s.symbols == e.symbols));
+        e.task = TaskKind::Update;
+        assert!(matches!(JobsTarget::task(&e), Ok(Task::Update(_))));
     }
 }

@@ -11,10 +11,11 @@ use super::MaintainEnv;
 use super::backfill::{self, BackfillParams};
 use super::universe::Selection;
 use crate::domain::{Interval, Market, Symbol};
+use crate::replicate::Role;
 use crate::source::FetchRequest;
 
-/// A job request, as `POST /api/v1/jobs` takes it (DESIGN §4), plus `source` for backfills
-/// and `market` for updates.
+/// A job request, as `POST /api/v1/jobs` takes it (DESIGN §4), plus `source` for backfills,
+/// `market` for updates and `node` for verify and sync.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -34,6 +35,9 @@ pub struct JobSpec {
     /// Update, full: only the universe's series of this market (`US`, `HK`, ...).
     #[serde(default)]
     pub market: Option<String>,
+    /// Sync, verify: only this backup node (a `storage.backups` name) instead of every one.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// A validated job.
@@ -44,6 +48,33 @@ pub enum Task {
     Update(Selection),
     Full(Selection),
     Repair(Selection),
+    Verify(VerifyParams),
+    Sync(SyncParams),
+}
+
+/// What a `verify` re-validates and compares.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyParams {
+    /// Only this backup node (`None`: every one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Stored series re-validated: of these symbols (empty: every stored series) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<Symbol>,
+    /// ... of these intervals (empty: every interval) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Interval>,
+    /// ... and of these markets (empty: every market).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markets: Vec<Market>,
+}
+
+/// Which nodes a `sync` ships to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncParams {
+    /// Only this backup node (`None`: every one, and on a replica a pull from its primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Task {
@@ -53,11 +84,19 @@ impl Task {
             Task::Update(_) => "update",
             Task::Full(_) => "full",
             Task::Repair(_) => "repair",
+            Task::Verify(_) => "verify",
+            Task::Sync(_) => "sync",
         }
     }
 
     /// Checks a request; the message says what is wrong.
     pub fn parse(spec: &JobSpec, env: &MaintainEnv) -> Result<Task, String> {
+        if spec.node.is_some() && !matches!(spec.task.as_str(), "verify" | "sync") {
+            return Err(format!(
+                "node: not a parameter of {} (only verify and sync take one)",
+                spec.task
+            ));
+        }
         let task = match spec.task.as_str() {
             "backfill" => {
                 if spec.market.is_some() {
@@ -110,7 +149,62 @@ impl Task {
                 }
             }
             t @ ("verify" | "sync") => {
-                return Err(format!("task {t:?} is not available in this version"));
+                let mut not_ours = vec![
+                    ("start", spec.start.is_some()),
+                    ("end", spec.end.is_some()),
+                    ("source", spec.source.is_some()),
+                ];
+                if t == "sync" {
+                    not_ours.push(("symbols", !spec.symbols.is_empty()));
+                    not_ours.push(("interval", spec.interval.is_some()));
+                    not_ours.push(("market", spec.market.is_some()));
+                }
+                if let Some((k, _)) = not_ours.into_iter().find(|(_, set)| *set) {
+                    return Err(format!("{k}: not a parameter of {t}"));
+                }
+                let nodes = env.replicator.node_names();
+                if let Some(n) = &spec.node
+                    && !nodes.contains(n)
+                {
+                    return Err(format!(
+                        "node: no backup node named {n:?} (configured: {})",
+                        if nodes.is_empty() {
+                            "none".to_string()
+                        } else {
+                            nodes.join(", ")
+                        }
+                    ));
+                }
+                let is_replica = matches!(env.replicator.role(), Role::Replica { .. });
+                if t == "sync" && nodes.is_empty() && !is_replica {
+                    return Err(
+                        "sync: no backup nodes are configured (storage.backups) and this instance is not a replica"
+                            .into(),
+                    );
+                }
+                match t {
+                    "sync" => Task::Sync(SyncParams {
+                        node: spec.node.clone(),
+                    }),
+                    _ => Task::Verify(VerifyParams {
+                        node: spec.node.clone(),
+                        symbols: parse_symbol_list(&spec.symbols)?,
+                        intervals: spec
+                            .interval
+                            .as_deref()
+                            .map(str::parse::<Interval>)
+                            .transpose()?
+                            .into_iter()
+                            .collect(),
+                        markets: spec
+                            .market
+                            .as_deref()
+                            .map(str::parse::<Market>)
+                            .transpose()?
+                            .into_iter()
+                            .collect(),
+                    }),
+                }
             }
             t => {
                 return Err(format!(

@@ -135,7 +135,7 @@ impl EmbeddedStore {
             })?;
         }
         let mut conn = open_conn(path).map_err(Error::from)?;
-        migrate(&mut conn).map_err(Error::from)?;
+        super::sqlite::migrate(&mut conn, MIGRATIONS).map_err(Error::from)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -213,17 +213,6 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
          PRAGMA cache_size = -65536;",
     )?;
     Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 fn series_id(conn: &Connection, key: &SeriesKey) -> Result<Option<i64>, rusqlite::Error> {

@@ -338,13 +338,7 @@ impl MetaDb {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
-        let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        super::sqlite::migrate(&mut conn, MIGRATIONS)?;
         Ok(MetaDb {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
@@ -949,6 +943,40 @@ impl MetaDb {
         .await
     }
 
+    /// Records flagged bars like [`MetaDb::flag`], except those already flagged by the same
+    /// rule at the same stamp (a re-run of `verify` adds nothing new); returns how many rows
+    /// were added.
+    pub async fn flag_new(&self, flags: &[Flag]) -> Result<u64, MetaError> {
+        if flags.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<QualityRow> = flags
+            .iter()
+            .map(|f| quality_row(&f.series, &f.bar, f.rule, &f.reason))
+            .collect();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut added = 0u64;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO quality (kind, symbol, interval, ts, rule, reason, bar, source, created_at)
+                     SELECT 'flagged', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+                     WHERE NOT EXISTS (SELECT 1 FROM quality WHERE symbol = ?1 AND interval = ?2
+                                       AND ts = ?3 AND rule = ?4 AND kind = 'flagged')",
+                )?;
+                let t = now();
+                for (symbol, interval, ts, rule, reason, bar, source) in rows {
+                    added +=
+                        stmt.execute(params![symbol, interval, ts, rule, reason, bar, source, t])?
+                            as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
     /// Quality records, optionally of some symbols, one interval and one kind, newest first.
     pub async fn quality_of(
         &self,
@@ -1330,6 +1358,44 @@ mod tests {
         db.record_empty_session(&key(), d, "yahoo").await.unwrap();
         assert_eq!(db.empty_sessions(&key()).await.unwrap(), vec![d]);
     }
+
+    #[tokio::test]
+    async fn flag_new_adds_a_flag_once_per_stamp_and_rule() {
+        let (_d, db) = db();
+        let bar = |ts: i64| crate::domain::Bar {
+            ts,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 0.0,
+            adj_close: None,
+            source: crate::domain::SourceKind::Yahoo,
+        };
+        let flag = |ts: i64, rule: &'static str| Flag {
+            series: key(),
+            bar: bar(ts),
+            rule,
+            reason: "r".into(),
+        };
+        db.flag(&[flag(100, "zero_volume")]).await.unwrap();
+        let added = db
+            .flag_new(&[
+                flag(100, "zero_volume"),
+                flag(100, "jump"),
+                flag(200, "zero_volume"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(added, 2);
+        assert_eq!(
+            db.flag_new(&[flag(200, "zero_volume")]).await.unwrap(),
+            0,
+            "already there"
+        );
+        assert_eq!(db.quality(None, None, 10).await.unwrap().len(), 3);
+    }
+
     #[tokio::test]
     async fn flags_and_rejections_share_the_quality_table_by_kind() {
         let (_d, db) = db();
@@ -1397,14 +1463,11 @@ mod tests {
         {
             // A database migrated up to the version before `kind`, holding one rejection.
             let mut c = Connection::open(&path).unwrap();
-            let before = MIGRATIONS.len() - 1;
-            for (i, sql) in MIGRATIONS.iter().enumerate().take(before) {
-                let tx = c.transaction().unwrap();
-                tx.execute_batch(sql).unwrap();
-                tx.pragma_update(None, "user_version", (i + 1) as i64)
-                    .unwrap();
-                tx.commit().unwrap();
-            }
+            let before = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("ADD COLUMN kind"))
+                .unwrap();
+            crate::store::sqlite::migrate(&mut c, &MIGRATIONS[..before]).unwrap();
             c.execute(
                 "INSERT INTO quality (symbol, interval, ts, rule, reason, bar, source, created_at)
                  VALUES ('AAPL', '1d', 0, 'non_finite', 'close is NaN', '{}', 'files', 0)",

@@ -11,6 +11,7 @@ pub mod coverage;
 pub mod embedded;
 pub mod influx;
 pub mod meta;
+pub mod sqlite;
 
 use std::collections::HashMap;
 

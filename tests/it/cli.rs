@@ -1,4 +1,4 @@
-//! The `dms` binary end to end: import, read, config check, exit codes.
+//! The `dms` binary end to end: import, read, sync and verify, config check, exit codes.
 
 use crate::helpers::app::{DmsCommand, stderr, stdout};
 
@@ -311,4 +311,65 @@ fn import_and_read_work_the_same_on_an_influxdb_primary() {
         "SELECT count(close) FROM bars WHERE symbol = 'AAPL' AND interval = '1d'",
     ));
     assert_eq!(v["results"][0]["series"][0]["values"][0][1], 3, "{v}");
+}
+
+#[tokio::test]
+async fn sync_and_verify_run_as_jobs_and_say_what_they_did_per_node() {
+    use dms::store::Store;
+    let dms = DmsCommand::new("");
+    let backup = dms.dir.path().join("b1.db");
+    let backups = format!("[{{ name: b1, kind: embedded, path: {backup:?} }}]");
+    let run = |args: &[&str]| {
+        dms.command(args)
+            .env("DMS__STORAGE__BACKUPS", &backups)
+            .output()
+            .expect("run dms")
+    };
+    let csv = dms.write("AAPL.csv", YAHOO_CSV);
+    let o = run(&[
+        "import",
+        "--path",
+        csv.to_str().unwrap(),
+        "--interval",
+        "1d",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = run(&["sync"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("sync succeeded: 1 nodes (0 failed)"), "{out}");
+    assert!(
+        out.contains("node b1: ") && out.contains("3 bars written"),
+        "{out}"
+    );
+    let node = dms::store::embedded::EmbeddedStore::open(&backup).unwrap();
+    let k = crate::helpers::bars::key("AAPL", dms::domain::Interval::D1);
+    assert_eq!(
+        node.read(&k, dms::domain::TimeRange::ALL)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let o = run(&["verify", "--node", "b1", "--symbols", "AAPL"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("verify succeeded: 1 series, 3 bars checked, 0 break a rule, 0 flagged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("node b1: ") && out.contains("0 differ"),
+        "{out}"
+    );
+
+    let o = run(&["sync", "--node", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no backup node named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
 }

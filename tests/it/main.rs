@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api_read;
+mod calendars;
 mod cli;
 mod dashboard;
 mod futu;

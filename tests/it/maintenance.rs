@@ -1,10 +1,15 @@
 //! Maintenance through the API against the mock Yahoo: incremental updates from the latest
-//! stored bar, the persisted universe, splits that re-fetch stored history, schedules, alerts
-//! raised by failing jobs, and requests refused before anything is created.
+//! stored bar and of holes inside a series, sessions a source confirms empty, HK lunch breaks,
+//! the persisted universe, splits that re-fetch stored history, schedules, alerts raised by
+//! failing jobs, requests refused before anything is created, `sync` and `verify` jobs
+//! against an embedded backup node, and a backfill of the real `dms serve` killed with SIGKILL
+//! and resumed.
 
 use std::time::Duration;
 
-use dms::domain::{Interval, TimeRange};
+use dms::domain::{Calendar, Interval, Market, TimeRange, time};
+use dms::store::Store;
+use dms::store::embedded::EmbeddedStore;
 
 use crate::helpers::app::{TestApp, spawn_app_with};
 use crate::helpers::bars::key;
@@ -429,4 +434,456 @@ async fn repair_fetches_the_sessions_of_quarantined_bars_again() {
     let asked = mock.requests_for("AAPL");
     assert_eq!(asked.len(), 1, "only the quarantined day was fetched");
     assert!(period1(&asked[0]) <= day + DAY && period1(&asked[0]) >= day - DAY);
+}
+
+// ----- interior gaps, confirmed-empty sessions, lunch breaks -----
+
+fn date_str(ts: i64) -> String {
+    time::date_of(ts).format("%Y-%m-%d").to_string()
+}
+
+/// The US sessions (date, open instant) between `from` and `to` days ago.
+fn us_sessions(from_days_ago: i64, to_days_ago: i64) -> Vec<(chrono::NaiveDate, i64)> {
+    let cal = Calendar::standard(Market::Us);
+    cal.sessions(
+        time::date_of(now() - from_days_ago * DAY),
+        time::date_of(now() - to_days_ago * DAY),
+    )
+    .map(|s| (s.date, s.open))
+    .collect()
+}
+
+async fn gaps_of(app: &TestApp, query: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = app
+        .get(&format!("/api/v1/gaps?{query}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["gaps"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_update_fills_a_hole_inside_a_stored_series() {
+    let mock = MockYahoo::start().await;
+    let synth = Synth::new("1d", now());
+    mock.serve_synthetic("AAPL", synth.clone());
+    let start = date_str(now() - 150 * DAY);
+    let app = app_on(
+        &mock,
+        &format!("[{{symbol: AAPL, source: yahoo, intervals: [1d], start: \"{start}\"}}]"),
+        &[],
+    )
+    .await;
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let k = key("AAPL", Interval::D1);
+    let full = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert!(full.len() > 90, "{} bars", full.len());
+    assert!(gaps_of(&app, "symbols=AAPL").await.is_empty());
+    // A week two months back goes missing (a bad delete, a lost shard).
+    let hole = TimeRange::new(
+        time::date_ts(time::date_of(now() - 60 * DAY)),
+        time::date_ts(time::date_of(now() - 53 * DAY)),
+    )
+    .unwrap();
+    let removed = app.services.writer.delete(&k, hole).await.unwrap();
+    assert!(removed >= 4, "{removed}");
+    let listed = gaps_of(&app, "symbols=AAPL").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["sessions"], removed, "{listed:?}");
+    let before = mock.requests_for("AAPL").len();
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // One request for the hole, one for the head; nothing else of the history.
+    let asked = mock.requests_for("AAPL").split_off(before);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let (p1, p2) = asked[0].period().unwrap();
+    assert!(
+        p1 <= hole.start() + DAY && p2 >= hole.end() - DAY && p2 < now() - 40 * DAY,
+        "the hole {hole} was asked as {p1}..{p2}"
+    );
+    assert!(period1(&asked[1]) > now() - 15 * DAY, "the head");
+    let after = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert_eq!(after, full, "every bar is back, once");
+    assert!(gaps_of(&app, "symbols=AAPL").await.is_empty());
+}
+
+#[tokio::test]
+async fn sessions_a_source_answers_empty_for_are_recorded_not_gaps_and_not_fetched_again() {
+    let mock = MockYahoo::start().await;
+    // AAPL is suspended for two sessions about six weeks ago; MSFT trades throughout.
+    let sessions = us_sessions(45, 35);
+    let (suspended, resumed) = (&sessions[2..4], sessions[4]);
+    let synth = Synth::new("1d", now()).omitting(suspended[0].1, resumed.1);
+    mock.serve_synthetic("AAPL", synth);
+    mock.serve_synthetic("MSFT", Synth::new("1d", now()));
+    let start = date_str(now() - 120 * DAY);
+    let app = app_on(
+        &mock,
+        &format!(
+            "[{{symbol: AAPL, source: yahoo, intervals: [1d], start: \"{start}\"}}, \
+              {{symbol: MSFT, source: yahoo, intervals: [1d], start: \"{start}\"}}]"
+        ),
+        &[],
+    )
+    .await;
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["counters"]["sessions_confirmed_empty"], 2, "{job}");
+    let k = key("AAPL", Interval::D1);
+    assert_eq!(
+        app.services.meta.empty_sessions(&k).await.unwrap(),
+        [suspended[0].0, suspended[1].0]
+    );
+    assert!(
+        app.services
+            .meta
+            .empty_sessions(&key("MSFT", Interval::D1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(gaps_of(&app, "").await.is_empty(), "a suspension is no gap");
+    let before = mock.requests_for("AAPL").len();
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // The second update only asks for the head: the suspension is not fetched again.
+    let asked = mock.requests_for("AAPL").split_off(before);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(period1(&asked[0]) > resumed.1, "{asked:?}");
+    assert!(gaps_of(&app, "symbols=AAPL").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_hk_intraday_series_without_bars_over_lunch_has_no_gap_and_its_update_asks_only_for_a_real_hole()
+ {
+    let mock = MockYahoo::start().await;
+    // The source answers, and has nothing more (what is stored is all there is).
+    mock.serve_synthetic("0700.HK", Synth::new("5m", now()).omitting(0, i64::MAX / 2));
+    let app = app_on(
+        &mock,
+        "[{symbol: 0700.HK, source: yahoo, intervals: [5m]}]",
+        &[],
+    )
+    .await;
+    let cal = Calendar::standard(Market::Hk);
+    let sessions: Vec<dms::domain::Session> = cal
+        .sessions(
+            time::date_of(now() - 25 * DAY),
+            time::date_of(now() - 2 * DAY),
+        )
+        .collect();
+    assert!(sessions.len() >= 10, "{sessions:?}");
+    // Ten sessions of 5-minute bars as the calendar expects them: none over lunch.
+    let span = TimeRange::new(sessions[0].open, sessions[9].end()).unwrap();
+    let hole_session = &sessions[3];
+    let hole = TimeRange::new(hole_session.open + 3600, hole_session.open + 2 * 3600).unwrap();
+    let stamps: Vec<i64> = cal
+        .expected_stamps(Interval::M5, span)
+        .into_iter()
+        .filter(|t| !hole.contains(*t))
+        .collect();
+    let lunch = |t: i64| {
+        let hm = chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Hong_Kong)
+            .format("%H:%M")
+            .to_string();
+        ("12:00".to_string().."13:00".to_string()).contains(&hm)
+    };
+    assert!(!stamps.iter().any(|t| lunch(*t)), "no bar over lunch");
+    let k = key("0700.HK", Interval::M5);
+    let bars: Vec<dms::domain::Bar> = stamps
+        .iter()
+        .map(|t| crate::helpers::bars::bar(*t, 1.0))
+        .collect();
+    app.services
+        .writer
+        .write(crate::helpers::bars::batch(&k, bars))
+        .await
+        .unwrap();
+    let listed = gaps_of(&app, "symbols=0700.HK&interval=5m").await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the hole, never a lunch break: {listed:?}"
+    );
+    assert_eq!(
+        (listed[0]["start"].as_str(), listed[0]["end"].as_str()),
+        (
+            Some(time::rfc3339(hole.start()).as_str()),
+            Some(time::rfc3339(hole.end()).as_str())
+        )
+    );
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let asked = mock.requests_for("0700.HK");
+    assert_eq!(asked.len(), 2, "the hole and the head: {asked:?}");
+    assert_eq!(asked[0].period(), Some((hole.start(), hole.end())));
+    assert!(period1(&asked[1]) >= sessions[5].open, "{asked:?}");
+    // The source answered for the hour with nothing: confirmed, no longer a gap.
+    assert!(
+        gaps_of(&app, "symbols=0700.HK&interval=5m")
+            .await
+            .is_empty()
+    );
+}
+
+// ----- verify and sync jobs -----
+
+#[tokio::test]
+async fn a_sync_job_ships_to_a_node_and_a_verify_job_finds_and_repairs_a_wrong_bar() {
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("b1.db");
+    let backups = format!("[{{ name: b1, kind: embedded, path: {backup:?} }}]");
+    let app = spawn_app_with("", &[("DMS__STORAGE__BACKUPS", &backups)]).await;
+    let k = key("AAPL", Interval::D1);
+    let cal = Calendar::standard(Market::Us);
+    let stamps = cal.expected_stamps(
+        Interval::D1,
+        TimeRange::new(
+            time::parse_instant("2024-01-01").unwrap(),
+            time::parse_instant("2024-07-01").unwrap(),
+        )
+        .unwrap(),
+    );
+    let mut stored: Vec<dms::domain::Bar> = stamps
+        .iter()
+        .map(|t| crate::helpers::bars::bar(*t, 1.0))
+        .collect();
+    // One bar on a Saturday, stored before the calendar rules existed.
+    let saturday = time::parse_instant("2024-03-09").unwrap();
+    stored.push(crate::helpers::bars::bar(saturday, 1.0));
+    app.services
+        .writer
+        .write(crate::helpers::bars::batch(&k, stored.clone()))
+        .await
+        .unwrap();
+
+    // sync: everything reaches the node, and the job says so.
+    let (_, job) = app
+        .run_job(&serde_json::json!({"task": "sync", "node": "b1"}))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let last = app.services.meta.last_seq().await.unwrap();
+    assert_eq!(job["counters"]["per_node"][0]["node"], "b1", "{job}");
+    assert_eq!(job["counters"]["per_node"][0]["acked_seq"], last, "{job}");
+    let node = EmbeddedStore::open(&backup).unwrap();
+    assert_eq!(
+        node.read(&k, TimeRange::ALL).await.unwrap().len(),
+        stored.len()
+    );
+
+    // Behind DMS's back: one wrong close on the node.
+    let mut wrong = stored[40];
+    wrong.close += 0.5;
+    wrong.high += 0.5;
+    node.write(&dms::validate::revalidated_from_store(&k, vec![wrong]).unwrap())
+        .await
+        .unwrap();
+    let (_, job) = app.run_job(&serde_json::json!({"task": "verify"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let c = &job["counters"];
+    assert_eq!(c["series"], 1, "{job}");
+    assert_eq!(c["bars_checked"], stored.len(), "{job}");
+    assert_eq!(c["bad_bars"], 1, "the Saturday bar: {job}");
+    assert_eq!(c["quality_recorded"], 1, "{job}");
+    assert_eq!(
+        (c["differences"].as_u64(), c["repaired"].as_u64()),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    assert!(c["buckets_compared"].as_u64().unwrap() > 0, "{job}");
+    assert_eq!(c["nodes"][0]["node"], "b1", "{job}");
+    let on_node = node
+        .read(&k, TimeRange::new(wrong.ts, wrong.ts + 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(on_node, [stored[40]], "repaired to the primary's bar");
+    let q: serde_json::Value = app
+        .get("/api/v1/quality?symbols=AAPL")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(q.to_string().contains("closed_day"), "{q}");
+    // A second verify finds nothing new to record and nothing differing.
+    let (_, job) = app
+        .run_job(&serde_json::json!({"task": "verify", "symbols": ["AAPL"], "node": "b1"}))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (
+            job["counters"]["bad_bars"].as_u64(),
+            job["counters"]["quality_recorded"].as_u64(),
+            job["counters"]["differences"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{job}"
+    );
+    // A node that does not exist, a parameter these tasks do not take: 400, nothing created.
+    let jobs_before = app.services.meta.jobs(None, 1, 100).await.unwrap().len();
+    for body in [
+        serde_json::json!({"task": "sync", "node": "nope"}),
+        serde_json::json!({"task": "verify", "node": "nope"}),
+        serde_json::json!({"task": "sync", "symbols": ["AAPL"]}),
+        serde_json::json!({"task": "update", "node": "b1"}),
+    ] {
+        let r = submit(&app, body.clone()).await;
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    assert_eq!(
+        app.services.meta.jobs(None, 1, 100).await.unwrap().len(),
+        jobs_before
+    );
+}
+
+// ----- a job killed with SIGKILL resumes -----
+
+/// The address of the `dms serve` holding `data`, once it answers.
+async fn serving(data: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(url) = dms::datadir::read_holder(data).and_then(|h| h.base_url())
+            && reqwest::get(format!("{url}/health")).await.is_ok()
+        {
+            return url;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dms serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_killed_with_sigkill_resumes_after_a_restart_and_stores_every_bar_once() {
+    let mock = MockYahoo::start().await;
+    let synth = Synth::new("1d", now());
+    let symbols = [
+        "AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ", "KKK", "LLL",
+    ];
+    for s in symbols {
+        mock.serve_synthetic(s, synth.clone());
+    }
+    // Every answer takes three seconds: 12 series, 8 at once, leave time to kill the job half-way.
+    mock.fail_always(
+        "*",
+        crate::helpers::mock_yahoo::Fault::Slow(Duration::from_secs(3)),
+    );
+    let cmd = crate::helpers::app::DmsCommand::new(&format!(
+        "sources: {{ yahoo: {{ base_url: \"{}\", requests_per_minute: 0 }} }}\n",
+        mock.base_url()
+    ));
+    let data = cmd.dir.path().join("data");
+    let client = reqwest::Client::new();
+    let mut server = cmd.serve();
+    let base = serving(&data).await;
+    let start = date_str(now() - 400 * DAY);
+    let r = client
+        .post(format!("{base}/api/v1/jobs"))
+        .json(&serde_json::json!({"task": "backfill", "symbols": symbols, "interval": "1d", "start": start}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let job_at = |base: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}/api/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Kill it once some series are done (and checkpointed) and others are not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done_at_kill = loop {
+        let job = job_at(base.clone()).await;
+        let done = job["progress"]["done"].as_u64().unwrap_or(0);
+        assert!(
+            matches!(job["status"].as_str(), Some("queued" | "running")),
+            "finished before the kill: {job}"
+        );
+        if done > 0 {
+            break done;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(done_at_kill < symbols.len() as u64);
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let asked_before = mock.requests().len();
+
+    // The same data directory: the job resumes from its checkpoint and completes.
+    let _server = cmd.serve();
+    let base = serving(&data).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        let job = job_at(base.clone()).await;
+        if matches!(
+            job["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let log: serde_json::Value = client
+        .get(format!("{base}/api/v1/jobs/{id}/log"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(log.to_string().contains("resumed after a restart"), "{log}");
+    // Series finished before the kill were not fetched again.
+    let asked_after = mock.requests().len() - asked_before;
+    assert!(
+        asked_after as u64 <= symbols.len() as u64 - done_at_kill,
+        "{asked_after} requests after the restart, {done_at_kill} series were done"
+    );
+    // Every bar the source has, stored exactly once.
+    let from = time::parse_instant(&start).unwrap();
+    let v: serde_json::Value = client
+        .get(format!(
+            "{base}/api/v1/bars?symbols={}&interval=1d&start={start}",
+            symbols.join(",")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for s in symbols {
+        let want: Vec<String> = yahoo_synth::bars(s, &synth, from, now())
+            .iter()
+            .map(|b| {
+                time::rfc3339(time::date_ts(time::local_date(
+                    b.ts,
+                    chrono_tz::America::New_York,
+                )))
+            })
+            .collect();
+        let got: Vec<String> = serde_json::from_value(v["series"][s]["ts"].clone()).unwrap();
+        let got: Vec<String> = got
+            .iter()
+            .map(|t| time::rfc3339(time::parse_instant(t).unwrap()))
+            .collect();
+        assert_eq!(got, want, "{s}");
+    }
 }
