@@ -83,6 +83,8 @@ pub struct Recorded {
     pub user_agent: Option<String>,
     /// What the server did: `ok`, `not_found`, or the fault's name.
     pub answer: String,
+    /// When the request arrived (for rate checks).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -251,6 +253,7 @@ async fn chart(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             answer,
+            at: std::time::Instant::now(),
         });
         decided
     };

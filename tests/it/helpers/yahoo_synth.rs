@@ -35,6 +35,9 @@ pub struct Synth {
     pub split: Option<(i64, f64)>,
     /// Ranges of instants with no bars (an outage of the vendor's history, a suspension).
     pub omit: Vec<(i64, i64)>,
+    /// Vendor corrections `(bar timestamp, factor)`: that bar's prices are multiplied by the
+    /// factor (on the basis the bar is served in) and its volume by the same factor.
+    pub revisions: Vec<(i64, f64)>,
 }
 
 impl Synth {
@@ -45,7 +48,29 @@ impl Synth {
             null_every: None,
             split: None,
             omit: Vec::new(),
+            revisions: Vec::new(),
         }
+    }
+
+    /// Revises the bar stamped `ts` (a correction the vendor publishes later): prices and
+    /// volume times `factor`, so the bar stays valid.
+    pub fn revising(mut self, ts: i64, factor: f64) -> Synth {
+        self.revisions.push((ts, factor));
+        self
+    }
+
+    /// Applies a revision to a bar, when one is set for it.
+    fn revise(&self, mut b: SynthBar) -> SynthBar {
+        if let Some((_, f)) = self.revisions.iter().find(|(t, _)| *t == b.ts) {
+            let p = |v: Option<f64>| v.map(|x| (x * f) as f32 as f64);
+            b.open = p(b.open);
+            b.high = p(b.high);
+            b.low = p(b.low);
+            b.close = p(b.close);
+            b.adjclose = p(b.adjclose);
+            b.volume = b.volume.map(|v| (v as f64 * f) as u64);
+        }
+        b
     }
 
     pub fn with_split(mut self, ts: i64, ratio: f64) -> Synth {
@@ -200,14 +225,14 @@ pub fn bars(symbol: &str, synth: &Synth, period1: i64, period2: i64) -> Vec<Synt
                 let mut t = open;
                 while t < close {
                     if t >= period1 && t < end && t + step <= synth.now && !synth.omitted(t) {
-                        out.push(synth.adjust(bar(s, t, false, synth.null_every)));
+                        out.push(synth.revise(synth.adjust(bar(s, t, false, synth.null_every))));
                     }
                     t += step;
                 }
             }
             None => {
                 if open >= period1 && open < end && close <= synth.now && !synth.omitted(open) {
-                    out.push(synth.adjust(bar(s, open, true, synth.null_every)));
+                    out.push(synth.revise(synth.adjust(bar(s, open, true, synth.null_every))));
                 }
             }
         }
