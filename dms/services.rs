@@ -165,6 +165,7 @@ impl Services {
         let universe = Universe::load(config.universe.clone(), meta.clone()).await?;
         for s in sources.values() {
             s.attach_events(events.clone());
+            s.remember_requests(&storage.data_dir.join("ratelimit"));
         }
         let calendars = Arc::new(Calendars::new(
             &config

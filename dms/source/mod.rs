@@ -272,6 +272,12 @@ pub trait Source: Send + Sync + 'static {
     fn attach_events(&self, bus: crate::events::EventBus) {
         let _ = bus;
     }
+
+    /// Keeps the source's rate-limit window in `dir` across restarts (sources behind a
+    /// [`gate::SourceGate`] with a limit forward this to its limiter, as `<kind>.window`).
+    fn remember_requests(&self, dir: &std::path::Path) {
+        let _ = dir;
+    }
 }
 
 #[cfg(test)]

@@ -585,6 +585,13 @@ impl Source for FutuSource {
         self.gate().attach_events(bus);
     }
 
+    fn remember_requests(&self, dir: &std::path::Path) {
+        let path = dir.join(format!("{}.window", self.kind()));
+        if let Err(e) = self.gate().limiter().remember(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the rate-limit window across restarts");
+        }
+    }
+
     fn status(&self) -> SourceStatus {
         self.inner.gate.status()
     }
