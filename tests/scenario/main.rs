@@ -831,6 +831,7 @@ schedule:
 alerts:
   - {{ kind: webhook, url: "{hook}", timeout_s: 2, retries: 3, backup_lag_seconds: 5, calendar_ending_days: 1 }}
 logging: {{ dir: {logs:?}, level: info, json: true }}
+checks: {{ interval_s: 2 }}
 universe:
 {u}"#,
         data = dir.join("data"),
