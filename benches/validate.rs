@@ -1,6 +1,6 @@
 //! Validation throughput on one core (target ≥ 10M bars/s): every reject rule with the
 //! market's calendar, and the flag rules, over realistic batches —
-//! - 1M one-minute bars of a US symbol, one batch spanning ~2,560 sessions (2014 on);
+//! - 1M one-minute bars of a US symbol, one batch spanning ~2,560 sessions (2008 on);
 //! - 1M one-minute bars of an HK symbol (lunch breaks), one batch;
 //! - 1M daily bars: 200 series (100 US, 100 HK) × every session of 2005–2024, one batch each.
 //!
@@ -80,7 +80,7 @@ fn stamps(market: Market, interval: Interval, from: &str, to: &str) -> Vec<i64> 
 type Batches = Vec<(SeriesKey, Market, Vec<Bar>)>;
 
 fn minute_batch(symbol: &str, market: Market) -> Batches {
-    let mut s = stamps(market, Interval::M1, "2014-01-01", "2026-01-01");
+    let mut s = stamps(market, Interval::M1, "2008-01-01", "2026-01-01");
     s.truncate(N);
     assert_eq!(s.len(), N);
     let key = SeriesKey::new(Symbol::parse(symbol).expect("symbol"), Interval::M1);
@@ -137,11 +137,11 @@ fn main() {
         .unwrap_or(11);
     let cases: [(&str, Batches); 3] = [
         (
-            "US 1m, one batch of 1M bars (2014 on)",
+            "US 1m, one batch of 1M bars (2008 on)",
             minute_batch("AAPL", Market::Us),
         ),
         (
-            "HK 1m, one batch of 1M bars (2014 on)",
+            "HK 1m, one batch of 1M bars (2008 on)",
             minute_batch("0700.HK", Market::Hk),
         ),
         (
