@@ -85,8 +85,9 @@ test('the page loads without a token and asks for one when the API needs it', as
 
   await page.fill('#token-input', READ);
   await page.click('#token-save');
-  await dialog.waitFor({ state: 'hidden', ...WAIT });
-  assert.equal(await page.evaluate(() => localStorage.getItem('dms.token')), READ);
+  // Saved, and no request still in flight with the wrong token brings the dialog back.
+  await page.waitForFunction((t) => localStorage.getItem('dms.token') === t
+    && !document.querySelector('#token-dialog').open, READ, WAIT);
 });
 
 test('the series table lists every imported series with its coverage', async () => {

@@ -105,6 +105,8 @@
   /** After the user dismissed the token dialog: reads stop asking until a token is given. */
   let authDeclined = false;
   let tokenPrompt = null;
+  /** What the token form held when it was submitted. */
+  let savedValue = null;
   const NO_TOKEN_HELPS = /^host .* is not allowed|none is configured/;
 
   async function errorOf(r) {
@@ -121,7 +123,8 @@
     for (let attempt = 0; ; attempt++) {
       const headers = { Accept: 'application/json' };
       if (body !== undefined) headers['Content-Type'] = 'application/json';
-      if (token) headers.Authorization = `Bearer ${token}`;
+      const sent = token;
+      if (sent) headers.Authorization = `Bearer ${sent}`;
       let r;
       try {
         r = await fetch(path, {
@@ -132,6 +135,9 @@
         throw new HttpError(0, 'unreachable', 'the server does not answer');
       }
       if ((r.status === 401 || r.status === 403) && attempt < 3 && (mutating || !authDeclined)) {
+        // Sent before the token changed (a request in flight while the dialog was open):
+        // try again with the current token instead of asking once more.
+        if (sent !== token) continue;
         const e = await errorOf(r);
         // Refusals no token can lift (a Host the server does not allow, no admin token
         // configured) are shown, not asked about.
@@ -163,7 +169,10 @@
         resolve(ok);
       };
       const onClose = () => {
-        const v = $('token-input').value.trim();
+        // The value saved with the form (the close event comes later, when the input may
+        // have been cleared by another prompt).
+        const v = (savedValue ?? $('token-input').value).trim();
+        savedValue = null;
         if (dlg.returnValue === 'save' && v) {
           setToken(v);
           done(true);
@@ -193,6 +202,7 @@
     $('token-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       if (!$('token-input').value.trim()) return;
+      savedValue = $('token-input').value;
       dlg.close('save');
     });
     $('token-cancel').addEventListener('click', () => dlg.close('cancel'));
