@@ -270,7 +270,8 @@ fn free_ports() -> Result<(u16, u16), String> {
     Ok((port(&a)?, port(&b)?))
 }
 
-fn config_text(dir: &Path, http: u16, rpc: u16, options: Options) -> String {
+/// The configuration of a throwaway `influxd` (also used by `influxd_node.rs`).
+pub fn config_text(dir: &Path, http: u16, rpc: u16, options: Options) -> String {
     let d = dir.display();
     format!(
         r#"reporting-disabled = true
@@ -317,7 +318,7 @@ bind-address = "127.0.0.1:{rpc}"
 }
 
 /// Whether `GET /ping` answers 204.
-fn ping(addr: SocketAddr) -> bool {
+pub fn ping(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };

@@ -9,10 +9,9 @@
 //! own thread, which outlives it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ impl NodeInfluxd {
         let (http, rpc) = (free(), free());
         std::fs::write(
             dir.path().join("influxdb.conf"),
-            config_text(dir.path(), http, rpc),
+            super::influxd::config_text(dir.path(), http, rpc, super::influxd::Options::default()),
         )
         .expect("write influxdb.conf");
         let addr = SocketAddr::from(([127, 0, 0, 1], http));
@@ -100,7 +99,7 @@ impl NodeInfluxd {
             )
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ping(self.addr) {
+        while !super::influxd::ping(self.addr) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("influxd exited with {status}: {}", self.log());
             }
@@ -153,53 +152,4 @@ impl Drop for NodeInfluxd {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn config_text(dir: &Path, http: u16, rpc: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-  logging-enabled = false
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  index-version = "inmem"
-  query-log-enabled = false
-[retention]
-  enabled = false
-[shard-precreation]
-  enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http}"
-  log-enabled = false
-  pprof-enabled = false
-[logging]
-  level = "warn"
-  suppress-logo = true
-"#
-    )
-}
-
-fn ping(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 204"
 }
