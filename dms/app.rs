@@ -58,6 +58,7 @@ impl App {
         let _alerts = match crate::alert::Alerts::start(
             &self.services.config.alerts,
             &self.services.events,
+            &self.services.config.storage.data_dir.join("alerts"),
         ) {
             Ok(a) => Some(a),
             Err(errors) => {

@@ -17,6 +17,11 @@
 //!   (connection errors, timeouts, 429 and 5xx); a permanent failure (other 4xx) or the last
 //!   retry gives the message up with an error log. A dead channel only delays itself.
 //!
+//! - The conditions raised on each channel are kept in `data_dir/alerts/raised.json`
+//!   ([`RaisedFile`], rewritten whenever the set changes) and restored at start-up, so a
+//!   condition raised before a restart or a crash is still resolved with one recovery message
+//!   when it clears afterwards, and a condition still true is not announced twice.
+//!
 //! Secrets (hook URLs, the DingTalk secret, the SMTP password) are held as [`Secret`] and
 //! never appear in logs or errors: channels are named `alerts[i] kind`, and HTTP errors are
 //! stripped of their URL.
@@ -28,7 +33,8 @@ mod webhook;
 
 pub use dingtalk::sign as dingtalk_sign;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,9 +83,23 @@ impl Notice {
         format!("[DMS] {word} {}", self.condition)
     }
 
+    /// What happened. A measurement that clears a condition (lag, staleness back under the
+    /// channel's threshold) says so, since its numbers need not be zero.
+    pub fn message(&self) -> String {
+        let measured = matches!(
+            self.event,
+            Event::SeriesStale { .. } | Event::BackupLag { .. } | Event::CalendarEnding { .. }
+        );
+        if self.status == Status::Resolved && measured {
+            format!("{}, within the alert threshold", self.event.describe())
+        } else {
+            self.event.describe()
+        }
+    }
+
     /// The title, what happened, and how often it repeated unsent.
     pub fn text(&self) -> String {
-        let mut s = format!("{}: {}", self.title(), self.event.describe());
+        let mut s = format!("{}: {}", self.title(), self.message());
         if self.suppressed > 0 {
             s.push_str(&format!(
                 " (raised {} more time(s) since the last message)",
@@ -97,7 +117,7 @@ impl Notice {
             "event": self.condition.kind,
             "subject": self.condition.subject,
             "title": self.title(),
-            "message": self.event.describe(),
+            "message": self.message(),
             "suppressed": self.suppressed,
             "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "details": self.event,
@@ -199,15 +219,38 @@ impl Alerts {
     /// Builds every channel of `configs` and starts delivering the events of `bus` (from this
     /// call on). Fails, naming every channel that cannot be built, when a secret is missing
     /// or a URL does not parse.
-    pub fn start(configs: &[AlertConfig], bus: &EventBus) -> Result<Alerts, Vec<AlertError>> {
-        Alerts::start_with(configs, bus, RetryPolicy::default())
+    /// The conditions raised on each channel are kept under `state_dir` (see [`RaisedFile`]).
+    pub fn start(
+        configs: &[AlertConfig],
+        bus: &EventBus,
+        state_dir: &Path,
+    ) -> Result<Alerts, Vec<AlertError>> {
+        Alerts::start_inner(
+            configs,
+            bus,
+            RetryPolicy::default(),
+            Some(RaisedFile::new(state_dir)),
+        )
     }
 
+    /// Like [`Alerts::start`] with its own retry timing, keeping raised conditions under
+    /// `state_dir` when given, in memory only otherwise.
     pub fn start_with(
         configs: &[AlertConfig],
         bus: &EventBus,
         retry: RetryPolicy,
+        state_dir: Option<&Path>,
     ) -> Result<Alerts, Vec<AlertError>> {
+        Alerts::start_inner(configs, bus, retry, state_dir.map(RaisedFile::new))
+    }
+
+    fn start_inner(
+        configs: &[AlertConfig],
+        bus: &EventBus,
+        retry: RetryPolicy,
+        state: Option<RaisedFile>,
+    ) -> Result<Alerts, Vec<AlertError>> {
+        let restored = state.as_ref().map(RaisedFile::load).unwrap_or_default();
         let mut errors = Vec::new();
         let mut routes = Vec::new();
         let mut tasks = Vec::new();
@@ -237,12 +280,27 @@ impl Alerts {
                     retry,
                 },
             )));
+            // Restored conditions count as sent now: a raise within the throttle is a repeat.
+            let raised = restored
+                .get(&label)
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c.clone(),
+                        Raised {
+                            last_sent: Instant::now(),
+                            suppressed: 0,
+                        },
+                    )
+                })
+                .collect();
             routes.push(Route {
                 label: label.clone(),
                 events: c.events.clone(),
                 thresholds: c.thresholds,
                 throttle: Duration::from_secs(c.throttle_s),
-                raised: HashMap::new(),
+                raised,
                 tx,
                 counters: counters.clone(),
             });
@@ -255,7 +313,7 @@ impl Alerts {
             return Err(errors);
         }
         let rx = bus.subscribe();
-        tasks.push(tokio::spawn(route(rx, routes)));
+        tasks.push(tokio::spawn(route(rx, routes, state)));
         Ok(Alerts { channels, tasks })
     }
 
@@ -349,9 +407,24 @@ struct Raised {
 }
 
 impl Route {
-    fn offer(&mut self, event: &Event) {
+    /// Offers `event` to the channel: queues the message it calls for, if any. Returns
+    /// whether the set of raised conditions changed.
+    #[cfg(test)]
+    fn offer(&mut self, event: &Event) -> bool {
+        match self.decide(event) {
+            Some((notice, changed)) => {
+                self.send(notice);
+                changed
+            }
+            None => false,
+        }
+    }
+
+    /// What `event` calls for on this channel: the message, and whether the set of raised
+    /// conditions changed. Updates the raised set; sends nothing.
+    fn decide(&mut self, event: &Event) -> Option<(Notice, bool)> {
         if !self.events.contains(&event.kind()) {
-            return;
+            return None;
         }
         let condition = event.condition();
         let now = Instant::now();
@@ -365,23 +438,23 @@ impl Route {
                             suppressed: 0,
                         },
                     );
-                    (Status::Firing, 0)
+                    (Status::Firing, 0, true)
                 }
                 Some(r) if now.duration_since(r.last_sent) >= self.throttle => {
                     let n = r.suppressed;
                     r.last_sent = now;
                     r.suppressed = 0;
-                    (Status::Firing, n)
+                    (Status::Firing, n, false)
                 }
                 Some(r) => {
                     r.suppressed += 1;
                     bump(&self.counters.suppressed);
-                    return;
+                    return None;
                 }
             },
             Signal::Clear => match self.raised.remove(&condition) {
-                Some(r) => (Status::Resolved, r.suppressed),
-                None => return,
+                Some(r) => (Status::Resolved, r.suppressed, true),
+                None => return None,
             },
         };
         let notice = Notice {
@@ -391,6 +464,10 @@ impl Route {
             suppressed: status.1,
             at: Utc::now(),
         };
+        Some((notice, status.2))
+    }
+
+    fn send(&self, notice: Notice) {
         if let Err(e) = self.tx.try_send(notice) {
             bump(&self.counters.dropped);
             let why = match e {
@@ -403,10 +480,114 @@ impl Route {
 }
 
 /// The router: never awaits anything but the next event, so the bus queue stays short.
-async fn route(mut rx: mpsc::UnboundedReceiver<Event>, mut routes: Vec<Route>) {
+async fn route(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut routes: Vec<Route>,
+    state: Option<RaisedFile>,
+) {
     while let Some(event) = rx.recv().await {
-        for r in &mut routes {
-            r.offer(&event);
+        let mut changed = false;
+        let mut notices = Vec::new();
+        for (i, r) in routes.iter_mut().enumerate() {
+            if let Some((notice, c)) = r.decide(&event) {
+                changed |= c;
+                notices.push((i, notice));
+            }
+        }
+        // Saved before anything is sent: a message delivered is a condition on disk.
+        if changed && let Some(f) = &state {
+            f.save(&routes);
+        }
+        for (i, notice) in notices {
+            routes[i].send(notice);
+        }
+    }
+}
+
+/// The raised conditions of every channel, on disk: `{"channels": {"alerts[0] webhook":
+/// [{"event": "series_stale", "subject": ""}]}}`. Written to a temporary file and renamed,
+/// so a crash leaves the old set or the new one. A file that cannot be read or parsed is
+/// logged and treated as empty (the worst outcome is a recovery message never sent).
+pub struct RaisedFile {
+    path: PathBuf,
+}
+
+#[derive(Serialize, serde::Deserialize, Default)]
+struct RaisedDoc {
+    channels: BTreeMap<String, Vec<RaisedEntry>>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct RaisedEntry {
+    event: String,
+    subject: String,
+}
+
+impl RaisedFile {
+    pub fn new(dir: &Path) -> RaisedFile {
+        RaisedFile {
+            path: dir.join("raised.json"),
+        }
+    }
+
+    fn load(&self) -> HashMap<String, Vec<Condition>> {
+        let text = match std::fs::read(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the raised alerts; starting with none");
+                return HashMap::new();
+            }
+        };
+        let Ok(doc) = serde_json::from_slice::<RaisedDoc>(&text) else {
+            tracing::warn!(path = %self.path.display(), "the raised alerts file is not valid; starting with none");
+            return HashMap::new();
+        };
+        doc.channels
+            .into_iter()
+            .map(|(label, entries)| {
+                let conditions = entries
+                    .into_iter()
+                    .filter_map(|e| {
+                        Some(Condition {
+                            kind: e.event.parse().ok()?,
+                            subject: e.subject,
+                        })
+                    })
+                    .collect();
+                (label, conditions)
+            })
+            .collect()
+    }
+
+    fn save(&self, routes: &[Route]) {
+        let doc = RaisedDoc {
+            channels: routes
+                .iter()
+                .map(|r| {
+                    let mut entries: Vec<&Condition> = r.raised.keys().collect();
+                    entries.sort();
+                    let entries = entries
+                        .into_iter()
+                        .map(|c| RaisedEntry {
+                            event: c.kind.as_str().to_string(),
+                            subject: c.subject.clone(),
+                        })
+                        .collect();
+                    (r.label.clone(), entries)
+                })
+                .collect(),
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default())?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot save the raised alerts");
         }
     }
 }

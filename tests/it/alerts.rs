@@ -81,7 +81,7 @@ async fn slack_dingtalk_and_webhook_channels_each_get_their_own_shape() {
         ),
     ]);
     let bus = EventBus::new();
-    let service = Alerts::start_with(&configs, &bus, FAST).unwrap();
+    let service = Alerts::start_with(&configs, &bus, FAST, None).unwrap();
     bus.publish(job_failed("update <us>"));
     let got = rx.wait_ok(3, DEADLINE).await;
     let by_path = |p: &str| got.iter().find(|r| r.path == p).unwrap().clone();
@@ -139,7 +139,7 @@ async fn a_dingtalk_refusal_is_given_up_at_once_not_retried() {
         rx.url("/robot/send?access_token=t")
     )]);
     let bus = EventBus::new();
-    let service = Alerts::start_with(&configs, &bus, FAST).unwrap();
+    let service = Alerts::start_with(&configs, &bus, FAST, None).unwrap();
     bus.publish(job_failed("update"));
     let start = tokio::time::Instant::now();
     while service.stats()[0].given_up == 0 {
@@ -161,7 +161,7 @@ async fn an_email_reaches_the_smtp_sink_with_its_login() {
         sink.addr
     )]);
     let bus = EventBus::new();
-    let _service = Alerts::start_with(&configs, &bus, FAST).unwrap();
+    let _service = Alerts::start_with(&configs, &bus, FAST, None).unwrap();
     bus.publish(job_failed("update")); // not asked for
     bus.publish(lag("b1", 50_000));
     let mails = sink.wait(1, DEADLINE).await;
@@ -186,7 +186,7 @@ async fn repeats_within_the_throttle_send_one_alert_and_a_clear_one_recovery() {
         rx.url("/hook")
     )]);
     let bus = EventBus::new();
-    let service = Alerts::start_with(&configs, &bus, FAST).unwrap();
+    let service = Alerts::start_with(&configs, &bus, FAST, None).unwrap();
     bus.publish(Event::BackupCaughtUp { node: "b1".into() }); // nothing raised: nothing sent
     bus.publish(lag("b1", 500)); // under the threshold: a clear, nothing sent
     for changes in [5_000, 6_000, 7_000, 8_000, 9_000] {
@@ -220,6 +220,52 @@ async fn repeats_within_the_throttle_send_one_alert_and_a_clear_one_recovery() {
 }
 
 #[tokio::test]
+async fn a_condition_raised_before_a_restart_is_resolved_after_it_and_not_raised_again() {
+    let rx = Receiver::start("ok").await;
+    let state = tempfile::tempdir().unwrap();
+    let configs = alerts(&[format!(
+        "{{ kind: webhook, url: {:?}, throttle_s: 3600 }}",
+        rx.url("/hook")
+    )]);
+    let bus = EventBus::new();
+    let first = Alerts::start_with(&configs, &bus, FAST, Some(state.path())).unwrap();
+    bus.publish(job_failed("update"));
+    bus.publish(job_failed("verify"));
+    rx.wait_ok(2, DEADLINE).await;
+    drop(first); // the process ends (or is killed) with both conditions raised
+
+    let bus = EventBus::new();
+    let second = Alerts::start_with(&configs, &bus, FAST, Some(state.path())).unwrap();
+    bus.publish(job_failed("verify")); // still failing: a repeat within the throttle
+    bus.publish(Event::JobSucceeded {
+        job_id: 43,
+        task: "update".into(),
+    });
+    bus.publish(lag("fence", 5_000_000)); // another condition, sent last
+    let got = rx.wait_ok(4, DEADLINE).await;
+    let summary: Vec<(&str, &str)> = got
+        .iter()
+        .map(|r| {
+            (
+                r.body["status"].as_str().unwrap(),
+                r.body["subject"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("firing", "update"),
+            ("firing", "verify"),
+            ("resolved", "update"),
+            ("firing", "fence"),
+        ]
+    );
+    assert_eq!(second.stats()[0].suppressed, 1);
+    assert_eq!(rx.received().len(), 4);
+}
+
+#[tokio::test]
 async fn a_dead_receiver_is_retried_and_holds_up_neither_other_channels_nor_the_publisher() {
     // A port with nothing behind it: connection refused until a receiver binds it.
     let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -235,7 +281,7 @@ async fn a_dead_receiver_is_retried_and_holds_up_neither_other_channels_nor_the_
         format!("{{ kind: slack, url: {:?} }}", healthy.url("/slack")),
     ]);
     let bus = EventBus::new();
-    let service = Alerts::start_with(&configs, &bus, FAST).unwrap();
+    let service = Alerts::start_with(&configs, &bus, FAST, None).unwrap();
     for i in 0..10 {
         bus.publish(job_failed(&format!("task{i}")));
     }

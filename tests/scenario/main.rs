@@ -284,12 +284,41 @@ impl Dms {
         }
     }
 
-    /// Sets the service's wall clock to `t` (a relative offset, so it keeps ticking) and
-    /// waits until libfaketime's cache (1 s) has surely expired.
-    async fn set_clock(&self, t: i64) {
+    /// Writes the clock file libfaketime reads: `t` as an offset from now, so it keeps ticking.
+    fn write_clock(&self, t: i64) {
         let offset = t - Utc::now().timestamp();
         std::fs::write(&self.clock_file, format!("{offset:+}\n")).expect("clock file");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    /// Sets the service's wall clock to `t` (a relative offset, so it keeps ticking) and
+    /// waits until the service's own clock shows it: libfaketime re-reads the file at most
+    /// once per cache period (1 s, counted in whole seconds, so up to ~3 s), and the `Date`
+    /// header of a response is the service's wall clock.
+    async fn set_clock(&self, t: i64) {
+        self.write_clock(t);
+        let client = reqwest::Client::new();
+        let asked = Instant::now();
+        loop {
+            let shown = client
+                .get(format!("{}/health", self.url))
+                .send()
+                .await
+                .ok()
+                .and_then(|r| {
+                    let d = r.headers().get(reqwest::header::DATE)?.to_str().ok()?;
+                    httpdate::parse_http_date(d).ok()
+                })
+                .and_then(|d| d.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            if shown.is_some_and(|s| (s - t).abs() <= 2 + asked.elapsed().as_secs() as i64) {
+                return;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(20),
+                "dms serve's clock did not move to {t} within 20 s (it shows {shown:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -963,7 +992,7 @@ async fn run(p: Params) -> Vec<String> {
         url: format!("http://127.0.0.1:{port}"),
         starts: 0,
     };
-    dms.set_clock(world.now).await;
+    dms.write_clock(world.now);
     dms.start();
     let api = Api {
         base: dms.url.clone(),
