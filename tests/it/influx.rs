@@ -920,3 +920,42 @@ async fn many_small_requests_in_flight_together_store_every_bar() {
         (2_345, b[0].ts, b[2_344].ts)
     );
 }
+
+/// InfluxDB 1.x hides a series' points in a shard (until it restarts) when a `DELETE` of the
+/// series runs while a write is adding the series to that shard; the store keeps deletes of a
+/// series apart from its writes. Each round writes a backfill into two new shards of a fresh
+/// database while deleting other bars of the same series, then reads the backfill back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_racing_a_backfill_into_new_shards_never_hide_its_bars() {
+    const DAY: i64 = 86_400;
+    let server = influxd::shared();
+    let k = key("AAPL", Interval::D1);
+    let past = TimeRange::new(T0 - 2000 * DAY, T0 - 1500 * DAY).unwrap();
+    for round in 0..20 {
+        let store = InfluxStore::connect(&server.config(&server.unique_database("race")))
+            .await
+            .unwrap();
+        store
+            .write(&batch(&k, bars(T0, 300, Interval::D1, 1.0)))
+            .await
+            .unwrap();
+        let backfill = batch(&k, bars(past.start(), 500, Interval::D1, 2.0));
+        let deletes = async {
+            for i in 0..10 {
+                let at = T0 + (10 + 20 * i) * DAY;
+                let r = TimeRange::new(at, at + 5 * DAY).unwrap();
+                store.delete(&k, r).await.unwrap();
+            }
+        };
+        let (written, ()) = tokio::join!(store.write(&backfill), deletes);
+        written.unwrap();
+        let got = store.read(&k, past).await.unwrap();
+        assert_eq!(
+            got.len(),
+            500,
+            "round {round}: the backfill reads back {} of its 500 bars",
+            got.len()
+        );
+        assert_eq!(store.read(&k, TimeRange::ALL).await.unwrap().len(), 750);
+    }
+}

@@ -300,12 +300,12 @@ async fn a_backfill_and_an_update_reach_all_three_influxdb_backups_equal() {
     let series = primary_series(&primary).await;
     assert_eq!(series.len(), 2);
     let expected = summaries(primary.services().primary.as_ref(), &series).await;
-    for s in &servers {
+    for (s, name) in servers.iter().zip(["down1", "down2", "down3"]) {
         let node = influx(s).await;
         assert_eq!(
             summaries(node.as_ref(), &series).await,
             expected,
-            "{}",
+            "node {name} ({})",
             s.url
         );
         let got = node
@@ -369,11 +369,10 @@ async fn a_backfill_and_an_update_reach_all_three_influxdb_backups_equal() {
     }
 }
 
-// Open bug, not yet understood: in about half of the runs since the wave-2 merges, one backup
-// ends without the first 52-week bucket (2018-02-12..2019-02-11) of the backfill in the past
-// that was written while `down2` was down, although its ack reached the head. Run it with
-// `cargo test --test it -- --ignored replication::a_backup_that_was_down`.
-#[ignore = "open bug: a backup can miss the first bucket of a past backfill after catch-up"]
+// The catch-up writes the past backfill into new shards while it ships deletes of the same
+// series: before the InfluxDB store kept deletes of a series apart from its writes, about one
+// run in three ended with one of those shards' bars invisible on `down2` (InfluxDB 1.x; see
+// `influx::deletes_racing_a_backfill_into_new_shards_never_hide_its_bars`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_that_was_down_catches_up_and_the_others_are_never_held_back() {
     let mut servers = [
@@ -463,12 +462,13 @@ async fn a_backup_that_was_down_catches_up_and_the_others_are_never_held_back() 
 
     let series = primary_series(&primary).await;
     let expected = summaries(primary.services().primary.as_ref(), &series).await;
-    for s in &servers {
+    for (ix, s) in servers.iter().enumerate() {
         let node = influx(s).await;
         assert_eq!(
             summaries(node.as_ref(), &series).await,
             expected,
-            "{}",
+            "node {} ({})",
+            ["down1", "down2", "down3"][ix],
             s.url
         );
         let gap = node.read(&a, deleted).await.unwrap();
