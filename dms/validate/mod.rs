@@ -269,7 +269,13 @@ impl<'a> Checker<'a> {
                 place.bar_end(ts, interval.nominal_secs())
             }
             (Some(cal), None) => {
-                rules::closed_day(cal.market(), place::closed_period(cal, interval, ts))?;
+                // A daily bar is stamped 00:00 UTC of its date (on the grid, checked above):
+                // its day number is enough to know it is on a session, the common case.
+                let on_session =
+                    interval == Interval::D1 && cal.is_session_day(ts.div_euclid(86_400));
+                if !on_session {
+                    rules::closed_day(cal.market(), place::closed_period(cal, interval, ts))?;
+                }
                 if place::surely_final(interval, ts, now) {
                     return Ok(());
                 }

@@ -115,6 +115,9 @@ fn cache_bounds() -> (NaiveDate, NaiveDate) {
     (rules::date(1990, 1, 1), rules::date(2060, 12, 31))
 }
 
+/// The first cached date (1990-01-01) in days since 1970-01-01.
+const CACHE_FIRST_EPOCH_DAY: i64 = 7_305;
+
 /// How far `next_session` / `previous_session` look before giving up (SH/SZ closed for two weeks
 /// at most; an operator's closures could add more).
 const SEARCH_DAYS: i64 = 400;
@@ -204,6 +207,18 @@ impl Calendar {
     /// Whether `date` is a trading day.
     pub fn is_session(&self, date: NaiveDate) -> bool {
         self.inner.kind(date) != DayKind::Closed
+    }
+
+    /// [`Calendar::is_session`] of the date `day` days after 1970-01-01, without building the
+    /// date: validation asks it once per daily bar.
+    pub fn is_session_day(&self, day: i64) -> bool {
+        let cached = usize::try_from(day - CACHE_FIRST_EPOCH_DAY)
+            .ok()
+            .and_then(|i| self.inner.days.get(i));
+        match cached {
+            Some(k) => *k != DayKind::Closed,
+            None => self.is_session(time::date_of(day.saturating_mul(86_400))),
+        }
     }
 
     /// The session on `date`, if it is a trading day.

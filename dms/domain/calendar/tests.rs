@@ -622,3 +622,28 @@ fn unbounded_ranges_stay_bounded() {
     assert!(us.last_closed_session(i64::MAX / 4).is_none());
     assert!(us.previous_session(NaiveDate::MIN).is_none());
 }
+
+#[test]
+fn is_session_day_agrees_with_is_session_inside_and_outside_the_cache() {
+    let epoch = d(1970, 1, 1);
+    assert_eq!((cache_bounds().0 - epoch).num_days(), CACHE_FIRST_EPOCH_DAY);
+    for market in [
+        Market::Us,
+        Market::Hk,
+        Market::Sh,
+        Market::Fx,
+        Market::Crypto,
+    ] {
+        let cal = Calendar::new(market, &[d(2024, 3, 5)]);
+        let days = (d(1985, 1, 1) - epoch).num_days()..(d(2065, 1, 1) - epoch).num_days();
+        for day in days.step_by(3) {
+            let date = epoch + Duration::days(day);
+            assert_eq!(
+                cal.is_session_day(day),
+                cal.is_session(date),
+                "{market:?} {date}"
+            );
+        }
+        assert!(!cal.is_session_day((d(2024, 3, 5) - epoch).num_days()));
+    }
+}
