@@ -250,6 +250,7 @@ fn parse_number(s: &str) -> Result<Option<f64>, String> {
 }
 
 /// Column positions of a CSV header.
+#[derive(Clone)]
 enum Layout {
     Yahoo {
         date: usize,
@@ -290,16 +291,164 @@ fn csv_layout(header: &csv::StringRecord) -> Option<Layout> {
     })
 }
 
-fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
-    let (interval, only) = (c.interval, c.only);
+/// Files at least this large are parsed in two halves at once (see [`read_csv`]).
+const SPLIT_PARSE_MIN_BYTES: u64 = 16 << 20;
+
+/// Reads a CSV file. A large file (at least [`SPLIT_PARSE_MIN_BYTES`]) is parsed by two
+/// threads, each its half, cut at the first line end after the middle: parsing is most of an
+/// import's CPU time. The halves are joined in file order, so per series the rows keep their
+/// order (of two rows at one time the later wins, as in one pass), and an error names the
+/// first bad line of the file. A quoted field may hold a line end, so the cut is kept only
+/// when the first half holds an even number of `"` (the cut is then outside quotes);
+/// otherwise the file is parsed again in one pass.
+fn read_csv(path: &Path, c: Collector<'_>) -> Result<FileBars, FileError> {
     let file = path.display().to_string();
+    let unreadable = |e: std::io::Error| FileError::Unreadable {
+        file: file.clone(),
+        reason: e.to_string(),
+    };
+    let len = std::fs::metadata(path).map_err(unreadable)?.len();
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if len >= SPLIT_PARSE_MIN_BYTES && two_cores {
+        let second = Collector::new(path, c.interval, c.only, c.market);
+        if let Some(cut) = cut_point(path, len).map_err(unreadable)? {
+            match read_csv_halves(path, c, second, cut, len)? {
+                Halves::Parsed(bars) => return Ok(bars),
+                Halves::QuoteAcrossCut(c) => return read_csv_whole(path, c),
+            }
+        }
+    }
+    read_csv_whole(path, c)
+}
+
+/// The offset just after the first line end at or after the middle of the file, if any.
+fn cut_point(path: &Path, len: u64) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let mut at = len / 2;
+    f.seek(SeekFrom::Start(at))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            let cut = at + i as u64 + 1;
+            return Ok((cut < len).then_some(cut));
+        }
+        at += n as u64;
+    }
+}
+
+enum Halves<'a> {
+    Parsed(FileBars),
+    /// The cut fell inside a quoted field: the first half's collector, to start again.
+    QuoteAcrossCut(Collector<'a>),
+}
+
+/// Parses `[0, cut)` (with the header) and `[cut, len)` on two threads.
+fn read_csv_halves<'a>(
+    path: &Path,
+    mut first: Collector<'a>,
+    mut second: Collector<'a>,
+    cut: u64,
+    len: u64,
+) -> Result<Halves<'a>, FileError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file = path.display().to_string();
+    let unreadable = |e: std::io::Error| FileError::Unreadable {
+        file: file.clone(),
+        reason: e.to_string(),
+    };
+    let head = File::open(path).map_err(unreadable)?.take(cut);
+    let mut tail = File::open(path).map_err(unreadable)?;
+    tail.seek(SeekFrom::Start(cut)).map_err(unreadable)?;
+    let tail = tail.take(len - cut);
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| FileError::Unreadable {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
+        .from_reader(std::io::BufReader::with_capacity(256 << 10, head));
+    let head_format = header_format(path, &mut rdr, first.only)?;
+    let tail_format = head_format.clone();
+    let (head, counted, b) = std::thread::scope(|scope| {
+        let tail_thread = scope.spawn(move || {
+            let rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(std::io::BufReader::with_capacity(256 << 10, tail));
+            parse_records(rdr, &tail_format, &mut second).map(|()| second)
+        });
+        let head_result = parse_records(rdr, &head_format, &mut first);
+        // The first half's quotes and line ends, read again from the page cache: whether the
+        // cut is outside quotes, and the line number the second half starts after.
+        let counted = count_quotes_and_lines(path, cut);
+        let tail_result = tail_thread.join().unwrap_or_else(|_| {
+            Err(FileError::Unreadable {
+                file: path.display().to_string(),
+                reason: "the parser of the second half panicked".into(),
+            })
+        });
+        (head_result, counted, tail_result)
+    });
+    let (quotes, lines_before) = counted.map_err(unreadable)?;
+    // A cut inside quotes makes the end of the first half look malformed: decide that first.
+    if quotes % 2 == 1 {
+        return Ok(Halves::QuoteAcrossCut(Collector::new(
+            path,
+            first.interval,
+            first.only,
+            first.market,
+        )));
+    }
+    head?;
+    let second = b.map_err(|e| match e {
+        FileError::Malformed { file, line, reason } => FileError::Malformed {
+            file,
+            line: line + lines_before,
+            reason,
+        },
+        other => other,
+    })?;
+    let mut bars = first.finish();
+    let tail = second.finish();
+    bars.dropped.no_trade += tail.dropped.no_trade;
+    for (k, v) in tail.series {
+        bars.series.entry(k).or_default().extend(v);
+    }
+    Ok(Halves::Parsed(bars))
+}
+
+/// `"` and line ends in `[0, cut)` of the file.
+fn count_quotes_and_lines(path: &Path, cut: u64) -> std::io::Result<(u64, u64)> {
+    use std::io::Read;
+    let mut f = File::open(path)?.take(cut);
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut quotes, mut lines) = (0u64, 0u64);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((quotes, lines));
+        }
+        quotes += memchr::memchr_iter(b'"', &buf[..n]).count() as u64;
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+}
+
+/// What the header says: the layout, the number of columns, and a Yahoo-layout file's symbol.
+#[derive(Clone)]
+struct CsvFormat {
+    layout: Layout,
+    columns: usize,
+    file_symbol: Option<String>,
+}
+
+/// Reads the header of `rdr` and decides the layout.
+fn header_format<R: std::io::Read>(
+    path: &Path,
+    rdr: &mut csv::Reader<R>,
+    only: Option<&Symbol>,
+) -> Result<CsvFormat, FileError> {
+    let file = path.display().to_string();
     let header = rdr.headers().map_err(|e| FileError::Malformed {
         file: file.clone(),
         line: 1,
@@ -329,6 +478,38 @@ fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
         }
         (Layout::Generic { .. }, _) => None,
     };
+    Ok(CsvFormat {
+        layout,
+        columns: header.len(),
+        file_symbol,
+    })
+}
+
+/// Reads a CSV file in one pass.
+fn read_csv_whole(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
+    let file = path.display().to_string();
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| FileError::Unreadable {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+    let format = header_format(path, &mut rdr, c.only)?;
+    parse_records(rdr, &format, &mut c)?;
+    Ok(c.finish())
+}
+
+/// Parses the records of `rdr` into `c`. Lines are counted from the reader's start; a reader
+/// that is `flexible` (the second half of a split file) has its records' widths checked here
+/// against the header's.
+fn parse_records<R: std::io::Read>(
+    mut rdr: csv::Reader<R>,
+    format: &CsvFormat,
+    c: &mut Collector<'_>,
+) -> Result<(), FileError> {
+    let interval = c.interval;
+    let (layout, file_symbol) = (&format.layout, &format.file_symbol);
     let mut record = csv::StringRecord::new();
     loop {
         let line = rdr.position().line() + 1;
@@ -341,11 +522,21 @@ fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(line);
+        if record.len() != format.columns {
+            return Err(c.bad(
+                line,
+                format!(
+                    "found a record with {} fields, but the header has {}",
+                    record.len(),
+                    format.columns
+                ),
+            ));
+        }
         let num = |i: usize, name: &str| -> Result<Option<f64>, FileError> {
             parse_number(record.get(i).unwrap_or(""))
                 .map_err(|e| c.bad(line, format!("{name}: {e}")))
         };
-        let row = match &layout {
+        let row = match layout {
             Layout::Yahoo { date, cols, adj } => Row {
                 symbol: file_symbol.as_deref().unwrap_or_default(),
                 ts: RowTs::Text(record.get(*date).unwrap_or("")),
@@ -381,7 +572,7 @@ fn read_csv(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
         };
         c.push(line, row)?;
     }
-    Ok(c.finish())
+    Ok(())
 }
 
 fn read_parquet(path: &Path, mut c: Collector<'_>) -> Result<FileBars, FileError> {
@@ -733,6 +924,87 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// Parses `p` in two halves cut at the first line end after `at` bytes.
+    fn read_split(p: &Path, at: u64) -> Result<FileBars, FileError> {
+        let len = std::fs::metadata(p).unwrap().len();
+        let cut = cut_point(p, at * 2)
+            .unwrap()
+            .expect("a line end after the cut");
+        let c = || Collector::new(p, Interval::M1, None, None);
+        match read_csv_halves(p, c(), c(), cut, len)? {
+            Halves::Parsed(b) => Ok(b),
+            Halves::QuoteAcrossCut(c) => read_csv_whole(p, c),
+        }
+    }
+
+    /// Interleaved series, a duplicate of one time on both sides of any cut, a no-trade row.
+    fn split_text(rows: usize) -> String {
+        let mut t = String::from("symbol,ts,open,high,low,close,volume\n");
+        for i in 0..rows {
+            let sym = ["AAA", "BBB", "CCC"][i % 3];
+            let ts = 1_704_204_000 + (i / 3) as i64 * 60;
+            let v = 10.0 + i as f64 / 8.0;
+            t.push_str(&format!(
+                "{sym},{},{v},{},{v},{v},{}\n",
+                time::rfc3339(ts),
+                v + 1.0,
+                i
+            ));
+        }
+        t.push_str("AAA,2024-01-02T14:00:00Z,99,99,99,99,1\n");
+        t.push_str("BBB,2024-01-02T14:01:00Z,,,,,\n");
+        t
+    }
+
+    #[test]
+    fn a_file_parsed_in_two_halves_gives_what_one_pass_gives() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "split.csv", &split_text(3_000));
+        let whole = read_csv_whole(&p, Collector::new(&p, Interval::M1, None, None)).unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        for at in [60, len / 3, len / 2, len - 100] {
+            assert_eq!(read_split(&p, at).unwrap(), whole, "cut after {at}");
+        }
+        // The later duplicate (the last line but one) is last in its series, in both.
+        let aaa = &whole.series[&SeriesKey::new(Symbol::parse("AAA").unwrap(), Interval::M1)];
+        assert_eq!(aaa.last().unwrap().close, 99.0);
+        assert_eq!(whole.dropped.no_trade, 1);
+    }
+
+    #[test]
+    fn a_bad_line_in_the_second_half_is_named_by_its_line_in_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = split_text(3_000);
+        text.push_str("CCC,2024-01-03T14:30:00Z,1,2,1,oops,5\n");
+        let p = write(d.path(), "bad.csv", &text);
+        let lines = text.lines().count() as u64;
+        let e = read_split(&p, 1_000).unwrap_err().to_string();
+        assert_eq!(e, format!("{}:{lines}: close: not a number", p.display()));
+        // A row with a column missing, after the cut: named the same way.
+        let mut text = split_text(3_000);
+        text.push_str("CCC,2024-01-03T14:30:00Z,1,2,1,1\n");
+        let p = write(d.path(), "short.csv", &text);
+        let e = read_split(&p, 1_000).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:{lines}: ", p.display())), "{e}");
+    }
+
+    #[test]
+    fn a_cut_inside_a_quoted_field_falls_back_to_one_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = split_text(300);
+        // A quoted symbol holding a line end: a cut between its lines is inside quotes.
+        let at = text.len() as u64;
+        text.push_str("\"AAA\n\",2024-01-03T14:30:00Z,1,2,1,1,5\n");
+        text.push_str(&split_text(300)[37..]);
+        let p = write(d.path(), "quoted.csv", &text);
+        let whole = read_csv_whole(&p, Collector::new(&p, Interval::M1, None, None));
+        let split = read_split(&p, at);
+        assert_eq!(
+            split.map_err(|e| e.to_string()),
+            whole.map_err(|e| e.to_string())
+        );
     }
 
     #[test]
