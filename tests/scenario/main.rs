@@ -2,13 +2,18 @@
 //! `dms serve` binary with the faults users meet, then checked end to end.
 //!
 //! Run: `DMS_SCENARIO=smoke cargo test --test scenario` (what `scripts/test.sh` runs, about a
-//! minute) or `DMS_SCENARIO=full cargo test --release --test scenario` (500 symbols, the
-//! release binary; by hand). Results go in BENCHMARKS.md, "Scenario".
+//! minute) or `DMS_SCENARIO=full cargo test --release --test scenario` (500 symbols: 400 US,
+//! 50 HK, 50 SH/SZ; the release binary; by hand). Results go in BENCHMARKS.md, "Scenario".
 //!
 //! # What runs (all on loopback)
 //! - three real `influxd` (the primary and the backups `b1`, `b2`; `helpers::influxd`);
 //! - the mock Yahoo (`helpers::mock_yahoo`) serving generated bars (`helpers::yahoo_synth`)
 //!   for N US symbols, daily for all, 5m for a quarter, 1m for a tenth;
+//! - the fake OpenD (`helpers::fake_opend`, Futu's real framing and protobuf) serving generated
+//!   K-lines (`futu_bars` below) for HK symbols (`0700.HK`, Futu `HK.00700`) and SH/SZ symbols
+//!   (`600519.SS` → `SH.600519`, `000001.SZ` → `SZ.000001`), universe entries with
+//!   `source: futu`, daily for all, 5m for every fifth of each group (smoke: 2 HK + 2 SH/SZ,
+//!   one of each also 5m; full: 50 + 50, beside 400 US symbols);
 //! - a webhook receiver (`helpers::receiver`) as the one `alerts:` channel;
 //! - `dms serve` (the binary of this build, or `DMS_SCENARIO_BIN`) under `libfaketime`: its
 //!   wall clock is the simulated one (the monotonic clock is left alone, so tokio's timers and
@@ -31,11 +36,29 @@
 //!   BENCHMARKS.md);
 //! - Mon 9 Nov, before the open: a last update.
 //!
+//! # HK and SH/SZ (the fake OpenD)
+//! The simulated clock is UTC and the runs are timed for the US after-market; HK sessions
+//! (09:30–12:00, 13:00–16:00 Beijing time, closing auction to 16:10) and SH/SZ sessions
+//! (09:30–11:30, 13:00–15:00) have closed by then, so each publication holds every closed
+//! session of those markets' calendars (`dms::domain::Calendar`: holidays, half days and lunch
+//! breaks as DMS has them) up to the simulated now, and of nothing later. As OpenD sends them,
+//! K-line times are exchange-local: a daily K-line carries its session date at `00:00:00`, an
+//! intraday one the **end** of its bar (`09:35:00` for 09:30–09:35, `12:00:00` for HK's last bar
+//! before lunch, `13:05:00` for the first after it), which DMS stamps at the bar's start
+//! (`dms/source/futu`); any other stamping shows up as quarantined or merged bars in the end
+//! checks and as head gaps. The series are in every update of the week, so they live through
+//! the primary's outage (day 2), b2's absence (day 3) and the restart (day 4); on day 1 OpenD
+//! also drops every connection while idle and then the update's first K-line request without
+//! answering (DMS reconnects and retries). The after-market schedule runs on New York time, so
+//! once the clock jumps to a US close the HK and SH/SZ series are hours past their last
+//! session: `series_stale` is raised until the update has fetched them, and must be cleared
+//! like every other alert.
+//!
 //! Throughout, a reader replays backtest reads (`GET /api/v1/bars?format=arrow`) and checks
 //! each answer against what had been acknowledged before it was sent.
 //!
 //! # What is checked (printed as a table, then asserted)
-//! Every bar the source serves for a closed session is in the primary and in both backups,
+//! Every bar either source serves for a closed session is in the primary and in both backups,
 //! exactly once, with the source's final values (count and sums per series, by InfluxQL on
 //! each server, against the generator); the revised bars and the split symbol's first bar
 //! hold the new values everywhere; `GET /api/v1/gaps` is empty (the suspension is not a gap);
@@ -43,7 +66,9 @@
 //! scenario had killed the server, and none returned data older than an acknowledged write;
 //! requests to Yahoo never exceeded the configured rate (arrivals in any 59 s); every alert
 //! raised was cleared; the verify job finds the backups equal to the primary (the harness
-//! also compares the stores itself, above).
+//! also compares the stores itself, above); the HK and SH/SZ series are current after the
+//! updates of day 1 (OpenD's dropped connections) and day 2 (the primary's outage); the fake
+//! OpenD saw no breach of the protocol (framing, serials, required fields).
 
 #[path = "../it/helpers/mod.rs"]
 #[allow(dead_code)]
@@ -1414,6 +1439,20 @@ async fn run(p: Params) -> Vec<String> {
             job["status"]
         ),
         spooled > 0.0 && job["status"] == "succeeded",
+    );
+    let (current, behind) = futu_current(&primary, &world).await;
+    check(
+        &mut table,
+        "day 2: HK and SH/SZ series fetched through the primary's outage",
+        format!(
+            "{current}/{} current to the day{}",
+            current + behind.len(),
+            behind
+                .first()
+                .map(|b| format!(", behind: {b}"))
+                .unwrap_or_default()
+        ),
+        behind.is_empty(),
     );
     acknowledge(&reader.expect, newest(&primary).await);
 
