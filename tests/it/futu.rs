@@ -414,6 +414,25 @@ async fn an_opend_that_never_stops_paging_is_stopped_at_the_page_limit_of_the_ra
 }
 
 #[tokio::test]
+async fn a_later_publication_replaces_the_klines_and_the_next_fetch_sees_it() {
+    let fake = FakeOpenD::start().await;
+    fake.add_klines("HK.00700", KL_DAY, vec![daily("2024-01-02", 380.0)]);
+    let src = FutuSource::new(&fake.config());
+    let r = || req("0700.HK", Interval::D1, "2024-01-02", "2024-01-04");
+    let closes = |pages: &[Page]| bars_of(pages).iter().map(|b| b.close).collect::<Vec<_>>();
+    assert_eq!(closes(&fetch(&src, r()).await.unwrap()), [380.0]);
+
+    // The vendor's next publication: a revised first day and one more session.
+    fake.set_klines(
+        "HK.00700",
+        KL_DAY,
+        vec![daily("2024-01-02", 381.0), daily("2024-01-03", 382.0)],
+    );
+    assert_eq!(closes(&fetch(&src, r()).await.unwrap()), [381.0, 382.0]);
+    assert_clean(&fake);
+}
+
+#[tokio::test]
 async fn opend_refusals_become_typed_errors_with_opend_s_message() {
     let fake = FakeOpenD::start().await;
     fake.add_klines("HK.00700", KL_DAY, vec![daily("2024-01-02", 380.0)]);

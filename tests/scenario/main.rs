@@ -2,13 +2,18 @@
 //! `dms serve` binary with the faults users meet, then checked end to end.
 //!
 //! Run: `DMS_SCENARIO=smoke cargo test --test scenario` (what `scripts/test.sh` runs, about a
-//! minute) or `DMS_SCENARIO=full cargo test --release --test scenario` (500 symbols, the
-//! release binary; by hand). Results go in BENCHMARKS.md, "Scenario".
+//! minute) or `DMS_SCENARIO=full cargo test --release --test scenario` (500 symbols: 400 US,
+//! 50 HK, 50 SH/SZ; the release binary; by hand). Results go in BENCHMARKS.md, "Scenario".
 //!
 //! # What runs (all on loopback)
 //! - three real `influxd` (the primary and the backups `b1`, `b2`; `helpers::influxd`);
 //! - the mock Yahoo (`helpers::mock_yahoo`) serving generated bars (`helpers::yahoo_synth`)
 //!   for N US symbols, daily for all, 5m for a quarter, 1m for a tenth;
+//! - the fake OpenD (`helpers::fake_opend`, Futu's real framing and protobuf) serving generated
+//!   K-lines (`futu_bars` below) for HK symbols (`0700.HK`, Futu `HK.00700`) and SH/SZ symbols
+//!   (`600519.SS` → `SH.600519`, `000001.SZ` → `SZ.000001`), universe entries with
+//!   `source: futu`, daily for all, 5m for every fifth of each group (smoke: 2 HK + 2 SH/SZ,
+//!   one of each also 5m; full: 50 + 50, beside 400 US symbols);
 //! - a webhook receiver (`helpers::receiver`) as the one `alerts:` channel;
 //! - `dms serve` (the binary of this build, or `DMS_SCENARIO_BIN`) under `libfaketime`: its
 //!   wall clock is the simulated one (the monotonic clock is left alone, so tokio's timers and
@@ -31,11 +36,29 @@
 //!   BENCHMARKS.md);
 //! - Mon 9 Nov, before the open: a last update.
 //!
+//! # HK and SH/SZ (the fake OpenD)
+//! The simulated clock is UTC and the runs are timed for the US after-market; HK sessions
+//! (09:30–12:00, 13:00–16:00 Beijing time, closing auction to 16:10) and SH/SZ sessions
+//! (09:30–11:30, 13:00–15:00) have closed by then, so each publication holds every closed
+//! session of those markets' calendars (`dms::domain::Calendar`: holidays, half days and lunch
+//! breaks as DMS has them) up to the simulated now, and of nothing later. As OpenD sends them,
+//! K-line times are exchange-local: a daily K-line carries its session date at `00:00:00`, an
+//! intraday one the **end** of its bar (`09:35:00` for 09:30–09:35, `12:00:00` for HK's last bar
+//! before lunch, `13:05:00` for the first after it), which DMS stamps at the bar's start
+//! (`dms/source/futu`); any other stamping shows up as quarantined or merged bars in the end
+//! checks and as head gaps. The series are in every update of the week, so they live through
+//! the primary's outage (day 2), b2's absence (day 3) and the restart (day 4); on day 1 OpenD
+//! also drops every connection while idle and then the update's first K-line request without
+//! answering (DMS reconnects and retries). The after-market schedule runs on New York time, so
+//! once the clock jumps to a US close the HK and SH/SZ series are hours past their last
+//! session: `series_stale` is raised until the update has fetched them, and must be cleared
+//! like every other alert.
+//!
 //! Throughout, a reader replays backtest reads (`GET /api/v1/bars?format=arrow`) and checks
 //! each answer against what had been acknowledged before it was sent.
 //!
 //! # What is checked (printed as a table, then asserted)
-//! Every bar the source serves for a closed session is in the primary and in both backups,
+//! Every bar either source serves for a closed session is in the primary and in both backups,
 //! exactly once, with the source's final values (count and sums per series, by InfluxQL on
 //! each server, against the generator); the revised bars and the split symbol's first bar
 //! hold the new values everywhere; `GET /api/v1/gaps` is empty (the suspension is not a gap);
@@ -43,7 +66,9 @@
 //! scenario had killed the server, and none returned data older than an acknowledged write;
 //! requests to Yahoo never exceeded the configured rate (arrivals in any 59 s); every alert
 //! raised was cleared; the verify job finds the backups equal to the primary (the harness
-//! also compares the stores itself, above).
+//! also compares the stores itself, above); the HK and SH/SZ series are current after the
+//! updates of day 1 (OpenD's dropped connections) and day 2 (the primary's outage); the fake
+//! OpenD saw no breach of the protocol (framing, serials, required fields).
 
 #[path = "../it/helpers/mod.rs"]
 #[allow(dead_code)]
@@ -65,8 +90,9 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use chrono::{NaiveDate, TimeZone, Utc};
-use dms::domain::{Calendar, Market};
+use dms::domain::{Calendar, Interval, Market};
 
+use helpers::fake_opend::{FakeKLine, FakeOpenD, HISTORY_KL, Misbehave};
 use helpers::influxd::{Influxd, Options};
 use helpers::mock_yahoo::{Fault, MockYahoo};
 use helpers::receiver::Receiver;
@@ -76,7 +102,11 @@ use helpers::yahoo_synth::{self, Synth};
 #[derive(Debug, Clone)]
 struct Params {
     name: &'static str,
+    /// US symbols, served by the mock Yahoo.
     symbols: usize,
+    /// HK symbols, and SH/SZ symbols, served by the fake OpenD.
+    hk_symbols: usize,
+    cn_symbols: usize,
     history_years: u32,
     yahoo_rpm: u32,
     /// How long the primary stays down.
@@ -93,7 +123,9 @@ impl Params {
         if full {
             Params {
                 name: "full",
-                symbols: 500,
+                symbols: 400,
+                hk_symbols: 50,
+                cn_symbols: 50,
                 history_years: 5,
                 yahoo_rpm: 600,
                 primary_down: Duration::from_secs(60),
@@ -104,6 +136,8 @@ impl Params {
             Params {
                 name: "smoke",
                 symbols: 20,
+                hk_symbols: 2,
+                cn_symbols: 2,
                 history_years: 2,
                 yahoo_rpm: 300,
                 primary_down: Duration::from_secs(5),
@@ -161,6 +195,165 @@ fn universe(p: &Params) -> Vec<(String, Vec<&'static str>)> {
         .collect()
 }
 
+/// A symbol served by the fake OpenD (`source: futu`).
+#[derive(Debug, Clone)]
+struct FutuSymbol {
+    /// As DMS names it: `0700.HK`, `600519.SS`, `000001.SZ` (Futu `HK.00700`, `SH.600519`,
+    /// `SZ.000001` by rule, `Symbol::futu_code`).
+    symbol: String,
+    market: Market,
+    intervals: Vec<&'static str>,
+}
+
+impl FutuSymbol {
+    fn code(&self) -> String {
+        dms::domain::Symbol::parse(&self.symbol)
+            .ok()
+            .and_then(|s| s.futu_code())
+            .unwrap_or_else(|| panic!("{} has no futu code", self.symbol))
+    }
+}
+
+/// The HK and SH/SZ symbols: daily for all, 5m for every fifth (from the first) of each
+/// market group.
+fn futu_universe(p: &Params) -> Vec<FutuSymbol> {
+    let intervals = |i: usize| {
+        if i % 5 == 0 {
+            vec!["1d", "5m"]
+        } else {
+            vec!["1d"]
+        }
+    };
+    let hk = (0..p.hk_symbols).map(|i| {
+        let code = match i {
+            0 => 700,
+            1 => 5,
+            n => 1000 + n,
+        };
+        FutuSymbol {
+            symbol: format!("{code:04}.HK"),
+            market: Market::Hk,
+            intervals: intervals(i),
+        }
+    });
+    let cn = (0..p.cn_symbols).map(|i| {
+        let (symbol, market) = if i % 2 == 0 {
+            (format!("{:06}.SS", 600_519 + i), Market::Sh)
+        } else {
+            (format!("{i:06}.SZ"), Market::Sz)
+        };
+        FutuSymbol {
+            symbol,
+            market,
+            intervals: intervals(i),
+        }
+    });
+    hk.chain(cn).collect()
+}
+
+/// OpenD's `KLType` of an interval.
+fn kl_type(interval: &str) -> i32 {
+    match interval {
+        "1m" => 1,
+        "1d" => 2,
+        "5m" => 6,
+        other => panic!("no futu K-line type for {other} in the scenario"),
+    }
+}
+
+fn interval_of(interval: &str) -> Interval {
+    match interval {
+        "1m" => Interval::M1,
+        "5m" => Interval::M5,
+        "1d" => Interval::D1,
+        other => panic!("interval {other} not used by the scenario"),
+    }
+}
+
+/// SplitMix64 over a symbol seed and a timestamp: the fake OpenD's bar values.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The K-lines OpenD has for a series at `now`: `(DMS's stamp, K-line)`, for the bars stamped
+/// from `from` on that are final at `now` — only closed sessions of the market's calendar
+/// (lunch breaks, holidays and half days included), and of the day's session only the bars
+/// that have ended. `time` is market-local (Beijing time for HK and SH/SZ); a daily K-line is
+/// labelled with its session date at `00:00:00`, an intraday one with its **end** (the 5m bar
+/// of 09:30–09:35 is `09:35:00`, the last before lunch `12:00:00` in HK, `11:30:00` in SH/SZ),
+/// which DMS stamps at the bar's start (`source/futu`). Values depend only on the symbol and
+/// the stamp, so every day's publication agrees with the previous one bar for bar.
+fn futu_bars(f: &FutuSymbol, interval: &str, from: i64, now: i64) -> Vec<(i64, FakeKLine)> {
+    let cal = Calendar::standard(f.market);
+    let tz = f.market.timezone();
+    let day = |t: i64| Utc.timestamp_opt(t, 0).single().expect("ts").date_naive();
+    let seed = f.symbol.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    });
+    let kline = |ts: i64, time: String| {
+        let h = mix(seed ^ ts as u64);
+        // A slow wave plus noise, 20–330 (HKD or CNY), in cents.
+        let base = (8_000.0 + 5_000.0 * ((ts as f64) / 2.5e6).sin()) as u64 + seed % 20_000;
+        let (o, c) = (base + h % 150, base + (h >> 8) % 150);
+        let hi = o.max(c) + (h >> 16) % 40;
+        let lo = o.min(c).saturating_sub((h >> 24) % 40).max(1);
+        let px = |cents: u64| cents as f64 / 100.0;
+        let volume = 100 * (1 + ((h >> 32) % 50_000) as i64);
+        FakeKLine::new(&time, px(o), px(hi), px(lo), px(c), volume)
+    };
+    let iv = interval_of(interval);
+    let mut out = Vec::new();
+    for s in cal.sessions(
+        day(from) - chrono::Duration::days(1),
+        day(now) + chrono::Duration::days(1),
+    ) {
+        if !iv.is_intraday() {
+            if s.stamp() >= from && s.final_at <= now {
+                out.push((s.stamp(), kline(s.stamp(), format!("{} 00:00:00", s.date))));
+            }
+            continue;
+        }
+        let step = iv.nominal_secs();
+        for t in s.bar_starts(iv) {
+            let end = (t + step).min(s.close);
+            if t >= from && end <= now {
+                let label = Utc
+                    .timestamp_opt(end, 0)
+                    .single()
+                    .expect("ts")
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string();
+                out.push((t, kline(t, label)));
+            }
+        }
+    }
+    out
+}
+
+/// What the fake OpenD serves for a series over `[from, to)`, stamped as DMS stamps it.
+fn futu_agg(f: &FutuSymbol, interval: &str, from: i64, to: i64) -> Agg {
+    let mut agg = Agg {
+        count: 0,
+        sum_close: 0.0,
+        sum_volume: 0.0,
+        first: i64::MAX,
+    };
+    for (t, k) in futu_bars(f, interval, from, to) {
+        if t >= to {
+            continue;
+        }
+        agg.count += 1;
+        agg.sum_close += k.close;
+        agg.sum_volume += k.volume as f64;
+        agg.first = agg.first.min(t);
+    }
+    agg
+}
+
 /// The roles symbols play in the faults.
 struct Roles {
     split: String,
@@ -188,6 +381,9 @@ struct World {
     suspension: (String, i64, i64),
     /// `(symbol, daily bar timestamp as the source stamps it, factor)`, once published.
     revisions: Vec<(String, i64, f64)>,
+    /// The HK and SH/SZ symbols, and the first instant OpenD has history for.
+    futu: Vec<FutuSymbol>,
+    futu_from: i64,
 }
 
 impl World {
@@ -212,8 +408,19 @@ impl World {
         s
     }
 
-    /// Serves this state on the mock: a route for every interval, and one per special symbol.
-    fn publish(&self, mock: &MockYahoo) {
+    /// Serves this state on the mock Yahoo (a route for every interval, and one per special
+    /// symbol) and on the fake OpenD (every HK and SH/SZ series, as closed at `now`).
+    fn publish(&self, mock: &MockYahoo, opend: &FakeOpenD) {
+        for f in &self.futu {
+            for iv in &f.intervals {
+                let klines = futu_bars(f, iv, self.futu_from, self.now);
+                opend.set_klines(
+                    &f.code(),
+                    kl_type(iv),
+                    klines.into_iter().map(|b| b.1).collect(),
+                );
+            }
+        }
         let mut special: Vec<&str> = vec![self.suspension.0.as_str()];
         special.extend(self.split.iter().map(|s| s.0.as_str()));
         special.extend(self.revisions.iter().map(|r| r.0.as_str()));
@@ -750,6 +957,32 @@ async fn newest(server: &Influxd) -> HashMap<(String, String), i64> {
         .collect()
 }
 
+/// How many of the HK and SH/SZ series the primary holds up to the last bar OpenD has at
+/// `world.now`, and a line for each that it does not.
+async fn futu_current(primary: &Influxd, world: &World) -> (usize, Vec<String>) {
+    let have = newest(primary).await;
+    let (mut current, mut behind) = (0, Vec::new());
+    for f in &world.futu {
+        for iv in &f.intervals {
+            let want = futu_bars(f, iv, world.now - 10 * DAY, world.now)
+                .last()
+                .map(|b| b.0);
+            let got = have.get(&(iv.to_string(), f.symbol.clone())).copied();
+            if want.is_some() && got == want {
+                current += 1;
+            } else {
+                behind.push(format!(
+                    "{} {iv}: newest {} (OpenD has {})",
+                    f.symbol,
+                    got.map(rfc).unwrap_or_default(),
+                    want.map(rfc).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    (current, behind)
+}
+
 /// The close one server holds for one bar.
 async fn close_at(server: &Influxd, db: &str, symbol: &str, interval: &str, t: i64) -> f64 {
     let q = format!(
@@ -833,6 +1066,7 @@ fn write_config(
     port: u16,
     servers: [&Influxd; 3],
     yahoo: &str,
+    opend_port: u16,
     hook: &str,
 ) {
     let [primary, b1, b2] = servers;
@@ -841,6 +1075,13 @@ fn write_config(
         u.push_str(&format!(
             "  - {{ symbol: {s}, source: yahoo, intervals: [{}] }}\n",
             iv.join(", ")
+        ));
+    }
+    for f in futu_universe(p) {
+        u.push_str(&format!(
+            "  - {{ symbol: \"{}\", source: futu, intervals: [{}] }}\n",
+            f.symbol,
+            f.intervals.join(", ")
         ));
     }
     let yaml = format!(
@@ -853,6 +1094,7 @@ storage:
     - {{ name: b2, kind: influxdb, url: "{b2}", api: v1, database: {BACKUP_DB}, timeout_s: 5 }}
 sources:
   yahoo: {{ base_url: "{yahoo}", requests_per_minute: {rpm}, timeout_s: 20, max_retries: 5, pause_after_refusals: 5, pause_s: 3 }}
+  futu: {{ host: 127.0.0.1, port: {opend_port}, requests_per_30s: 60, timeout_s: 10, max_retries: 3, pause_after_refusals: 5, pause_s: 3 }}
   files: {{ dir: {import:?} }}
 history: {{ default_start_years: {years}, revision_window_sessions: 3 }}
 schedule:
@@ -929,7 +1171,10 @@ fn main() {
 /// Plays the week; returns the checks that failed (empty: all passed).
 async fn run(p: Params) -> Vec<String> {
     let wall = Instant::now();
-    eprintln!("scenario ({}): {} symbols", p.name, p.symbols);
+    eprintln!(
+        "scenario ({}): {} US symbols, {} HK, {} SH/SZ",
+        p.name, p.symbols, p.hk_symbols, p.cn_symbols
+    );
     let faketime = faketime_library();
     let dir = tempfile::Builder::new()
         .prefix("dms-scenario-")
@@ -946,6 +1191,10 @@ async fn run(p: Params) -> Vec<String> {
     .expect("influxd");
     let [mut primary, b1, mut b2] = servers;
     let mock = MockYahoo::start().await;
+    let opend = FakeOpenD::start().await;
+    // Room for every security of the full run in OpenD's 30-day history quota.
+    opend.set(|s| s.quota_remaining = 1_000);
+    let futu = futu_universe(&p);
     let hook = Receiver::start("ok").await;
     let port = free_port();
     write_config(
@@ -954,6 +1203,7 @@ async fn run(p: Params) -> Vec<String> {
         port,
         [&primary, &b1, &b2],
         &mock.base_url(),
+        opend.port(),
         &hook.url("/hook"),
     );
     let roles = roles();
@@ -976,8 +1226,10 @@ async fn run(p: Params) -> Vec<String> {
             session(days[3]).1,
         ),
         revisions: Vec::new(),
+        futu: futu.clone(),
+        futu_from: daily_stamp(date(2026 - p.history_years as i32 - 1, 1, 1)),
     };
-    world.publish(&mock);
+    world.publish(&mock, &opend);
 
     let bin = std::env::var_os("DMS_SCENARIO_BIN")
         .map(PathBuf::from)
@@ -1050,10 +1302,12 @@ async fn run(p: Params) -> Vec<String> {
         primary_down: Arc::default(),
     };
     let uni = universe(&p);
+    // The daily reads take in a few HK and SH/SZ symbols as well.
     let daily: Vec<String> = uni
         .iter()
         .take(p.reader_symbols)
         .map(|(s, _)| s.clone())
+        .chain(futu.iter().take(4).map(|f| f.symbol.clone()))
         .collect();
     let five: Vec<String> = uni
         .iter()
@@ -1076,7 +1330,7 @@ async fn run(p: Params) -> Vec<String> {
 
     // Day 1: Yahoo refuses for a stretch, then recovers.
     world.now = after_close(days[0]);
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     let refusals: Vec<Fault> = (0..8)
         .map(|i| Fault::TooManyRequests {
@@ -1084,6 +1338,11 @@ async fn run(p: Params) -> Vec<String> {
         })
         .collect();
     mock.fail_next("*", refusals);
+    // OpenD drops every connection while idle, then the first K-line request of the update
+    // without answering: the client reconnects, the gate retries.
+    let opend_connections = opend.connections();
+    opend.drop_connections();
+    opend.misbehave_next(HISTORY_KL, Misbehave::Drop);
     let id = api.start_update().await;
     let first = api.wait_job(id).await;
     let paused = api
@@ -1127,11 +1386,26 @@ async fn run(p: Params) -> Vec<String> {
         ),
         refused == 8 && second["status"] == "succeeded",
     );
+    let (current, behind) = futu_current(&primary, &world).await;
+    let reconnects = opend.connections() - opend_connections;
+    check(
+        &mut table,
+        "day 1: OpenD drops its connections (idle, then mid-request), DMS reconnects",
+        format!(
+            "{reconnects} new connections; {current}/{} HK and SH/SZ series current to the day{}",
+            current + behind.len(),
+            behind
+                .first()
+                .map(|b| format!(", behind: {b}"))
+                .unwrap_or_default()
+        ),
+        reconnects >= 2 && behind.is_empty(),
+    );
     acknowledge(&reader.expect, newest(&primary).await);
 
     // Day 2: the primary dies while the update writes, and comes back.
     world.now = after_close(days[1]);
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     for (i, (s, _)) in uni.iter().enumerate().skip(1).step_by(5).take(4) {
         mock.fail_next(
@@ -1166,11 +1440,25 @@ async fn run(p: Params) -> Vec<String> {
         ),
         spooled > 0.0 && job["status"] == "succeeded",
     );
+    let (current, behind) = futu_current(&primary, &world).await;
+    check(
+        &mut table,
+        "day 2: HK and SH/SZ series fetched through the primary's outage",
+        format!(
+            "{current}/{} current to the day{}",
+            current + behind.len(),
+            behind
+                .first()
+                .map(|b| format!(", behind: {b}"))
+                .unwrap_or_default()
+        ),
+        behind.is_empty(),
+    );
     acknowledge(&reader.expect, newest(&primary).await);
 
     // Day 3: backup b2 is down for the whole day (and the suspension begins).
     world.now = after_close(days[2]);
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     tokio::task::block_in_place(|| b2.kill());
     let id = api.start_update().await;
@@ -1203,7 +1491,7 @@ async fn run(p: Params) -> Vec<String> {
 
     // Day 4: dms serve is SIGKILLed in the middle of a backfill of older history.
     world.now = after_close(days[3]);
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     for (i, s) in roles.deep_backfill.iter().enumerate() {
         mock.fail_always(s, Fault::Slow(Duration::from_millis(800 * (i as u64 + 1))));
@@ -1262,7 +1550,7 @@ async fn run(p: Params) -> Vec<String> {
     let previous_job = api.json("/api/v1/jobs?page_size=1").await["jobs"][0]["id"]
         .as_u64()
         .unwrap_or_default();
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     let id = api.start_update().await;
     let job = api.wait_job(id).await;
@@ -1300,7 +1588,7 @@ async fn run(p: Params) -> Vec<String> {
 
     // Monday before the open: a last update, replication settles.
     world.now = final_now;
-    world.publish(&mock);
+    world.publish(&mock, &opend);
     dms.set_clock(world.now).await;
     let id = api.start_update().await;
     let job = api.wait_job(id).await;
@@ -1328,7 +1616,11 @@ async fn run(p: Params) -> Vec<String> {
     let mut mismatches: Vec<String> = Vec::new();
     let mut expected: BTreeMap<(String, String), Agg> = BTreeMap::new();
     let mut shallow: Vec<String> = Vec::new();
-    for (s, ivs) in &uni {
+    let futu_series: Vec<(String, Vec<&'static str>)> = futu
+        .iter()
+        .map(|f| (f.symbol.clone(), f.intervals.clone()))
+        .collect();
+    for (s, ivs) in uni.iter().chain(&futu_series) {
         for iv in ivs {
             let key = (s.clone(), iv.to_string());
             let Some(first) = primary_aggs.get(&key).map(|a| a.first) else {
@@ -1343,20 +1635,32 @@ async fn run(p: Params) -> Vec<String> {
             if first > after_close(day0) - min_days * DAY {
                 shallow.push(format!("{s} {iv} starts {}", rfc(first)));
             }
-            let want = source_agg(&world, s, iv, first, final_now);
+            let want = match futu.iter().find(|f| &f.symbol == s) {
+                Some(f) => futu_agg(f, iv, first, final_now),
+                None => source_agg(&world, s, iv, first, final_now),
+            };
             expected_bars += want.count;
             expected.insert(key, want);
         }
     }
+    let is_futu = |k: &(String, String)| futu.iter().any(|f| f.symbol == k.0);
+    let mut futu_rows: Vec<String> = Vec::new();
+    let mut futu_ok = true;
     for (name, server, db) in stores {
         let got = aggregates(server, db).await;
         let mut bad = 0;
+        let (mut futu_bad, mut futu_bars_got, mut futu_n) = (0, 0, 0);
         for (key, want) in &expected {
             let ok = got.get(key).is_some_and(|g| {
                 g.count == want.count
                     && close_enough(g.sum_close, want.sum_close)
                     && close_enough(g.sum_volume, want.sum_volume)
             });
+            if is_futu(key) {
+                futu_n += 1;
+                futu_bars_got += got.get(key).map_or(0, |g| g.count);
+                futu_bad += u32::from(!ok);
+            }
             if !ok {
                 bad += 1;
                 if mismatches.len() < 10 {
@@ -1369,6 +1673,10 @@ async fn run(p: Params) -> Vec<String> {
                 }
             }
         }
+        futu_ok &= futu_bad == 0 && futu_n == futu_series.iter().map(|s| s.1.len()).sum::<usize>();
+        futu_rows.push(format!(
+            "{name} {futu_bars_got} bars in {futu_n} series, {futu_bad} differ"
+        ));
         let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
         let total: u64 = got.values().map(|a| a.count).sum();
         check(
@@ -1381,6 +1689,12 @@ async fn run(p: Params) -> Vec<String> {
             bad == 0 && extra == 0,
         );
     }
+    check(
+        &mut table,
+        "HK and SH/SZ (fake OpenD): every bar once in all stores, final values",
+        futu_rows.join("; "),
+        futu_ok,
+    );
     check(
         &mut table,
         "history depth (first stored bar)",
@@ -1645,10 +1959,29 @@ async fn run(p: Params) -> Vec<String> {
         "wall time",
         format!("{:.0} s", wall.elapsed().as_secs_f64()),
     );
+    let violations = opend.violations();
+    check(
+        &mut table,
+        "fake OpenD: no protocol violation (framing, serials, required fields)",
+        format!(
+            "{} requests on {} connections; {} violations{}",
+            opend.requests().len(),
+            opend.connections(),
+            violations.len(),
+            violations
+                .first()
+                .map(|v| format!(": {v}"))
+                .unwrap_or_default()
+        ),
+        violations.is_empty(),
+    );
     table.print(&format!(
-        "Scenario ({}, {} symbols, {} series)",
+        "Scenario ({}, {} symbols: {} US, {} HK, {} SH/SZ; {} series)",
         p.name,
+        p.symbols + futu.len(),
         p.symbols,
+        p.hk_symbols,
+        p.cn_symbols,
         expected.len()
     ));
     dms.kill();

@@ -473,6 +473,14 @@ impl FakeOpenD {
             .extend(klines);
     }
 
+    /// Replaces the K-lines served for `code` at `kl_type` (what the vendor publishes now).
+    pub fn set_klines(&self, code: &str, kl_type: i32, klines: Vec<FakeKLine>) {
+        self.shared
+            .lock()
+            .klines
+            .insert((code.to_string(), kl_type), klines);
+    }
+
     /// Misbehaves once, on the next request of `proto_id`.
     pub fn misbehave_next(&self, proto_id: u32, m: Misbehave) {
         self.shared.lock().misbehave.push_back((proto_id, m));
