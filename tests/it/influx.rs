@@ -959,3 +959,28 @@ async fn deletes_racing_a_backfill_into_new_shards_never_hide_its_bars() {
         assert_eq!(store.read(&k, TimeRange::ALL).await.unwrap().len(), 750);
     }
 }
+
+/// `latest` looks in the last days first and widens only for the series not found there: each
+/// series' newest bar comes back wherever it is, and a series with nothing stored is absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_finds_newest_bars_of_any_age_in_one_call() {
+    const DAY: i64 = 86_400;
+    let store = make().await;
+    let today = chrono::Utc::now().timestamp().div_euclid(DAY) * DAY;
+    let ages = [1, 100, 1_000, 7_300];
+    let mut keys = Vec::new();
+    for (i, age) in ages.iter().enumerate() {
+        let k = key(&format!("AGE{i}"), Interval::D1);
+        // Three bars ending `age` days ago, plus one far older.
+        let mut b = bars(today - (age + 2) * DAY, 3, Interval::D1, 1.0 + i as f64);
+        b.insert(0, bars(today - (age + 4000) * DAY, 1, Interval::D1, 9.0)[0]);
+        store.write(&batch(&k, b)).await.unwrap();
+        keys.push(k);
+    }
+    keys.push(key("NOTHING", Interval::D1));
+    let latest = store.latest(&keys).await.unwrap();
+    assert_eq!(latest.len(), ages.len(), "{latest:?}");
+    for (i, age) in ages.iter().enumerate() {
+        assert_eq!(latest[&keys[i]].ts, today - age * DAY, "AGE{i}");
+    }
+}
