@@ -218,7 +218,7 @@ impl FutuSymbol {
 /// market group.
 fn futu_universe(p: &Params) -> Vec<FutuSymbol> {
     let intervals = |i: usize| {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             vec!["1d", "5m"]
         } else {
             vec!["1d"]
@@ -660,14 +660,19 @@ impl Reader {
                             .primary_outage
                             .push(format!("{interval}: {status} {}", body.len())),
                         Ok((status, body)) => st.failed.push(format!(
-                            "{interval}: {status} {}",
+                            "{interval} at {:.1} s: {status} {}",
+                            since_start(),
                             String::from_utf8_lossy(&body[..body.len().min(200)])
                         )),
                         Err(_) if down.load(Ordering::Relaxed) => st.server_killed += 1,
                         Err(e) if outage || primary_down.load(Ordering::Relaxed) => {
                             st.primary_outage.push(format!("{interval}: {e}"))
                         }
-                        Err(e) => st.failed.push(format!("{interval}: {e}")),
+                        Err(e) => st.failed.push(format!(
+                            "{interval} at {:.1} s (sent at {:.1} s): {e}",
+                            since_start(),
+                            since_start() - ms / 1e3
+                        )),
                     }
                 }
                 if down.load(Ordering::Relaxed) {
@@ -1171,6 +1176,7 @@ fn main() {
 /// Plays the week; returns the checks that failed (empty: all passed).
 async fn run(p: Params) -> Vec<String> {
     let wall = Instant::now();
+    since_start();
     eprintln!(
         "scenario ({}): {} US symbols, {} HK, {} SH/SZ",
         p.name, p.symbols, p.hk_symbols, p.cn_symbols
@@ -1280,8 +1286,10 @@ async fn run(p: Params) -> Vec<String> {
     let secs = job_seconds(&job);
     let ingest_rate = initial_bars / secs.max(1e-3);
     eprintln!(
-        "day 0: initial update {} ({initial_bars} bars in {secs:.1} s); health {}",
-        job["status"], health["status"]
+        "[{:.0} s] day 0: initial update {} ({initial_bars} bars in {secs:.1} s); health {}",
+        since_start(),
+        job["status"],
+        health["status"]
     );
     check(
         &mut table,
@@ -1363,7 +1371,8 @@ async fn run(p: Params) -> Vec<String> {
         .filter(|r| r.answer.starts_with("TooManyRequests"))
         .count();
     eprintln!(
-        "day 1: update {} ({} series failed) after {refused} refusals, then {} (errors: {})",
+        "[{:.0} s] day 1: update {} ({} series failed) after {refused} refusals, then {} (errors: {})",
+        since_start(),
         first["status"],
         first["counters"]["series_failed"],
         second["status"],
@@ -1427,7 +1436,8 @@ async fn run(p: Params) -> Vec<String> {
     reader.primary_down.store(false, Ordering::Relaxed);
     let spooled = job["counters"]["bars_spooled"].as_f64().unwrap_or_default();
     eprintln!(
-        "day 2: update {}, {spooled} bars spooled (gauge {spooled_peak} while down), primary down {down_for:.1?}",
+        "[{:.0} s] day 2: update {}, {spooled} bars spooled (gauge {spooled_peak} while down), primary down {down_for:.1?}",
+        since_start(),
         job["status"]
     );
     check(
@@ -1474,7 +1484,8 @@ async fn run(p: Params) -> Vec<String> {
         .map(|n| n["lag_changes"].clone())
         .unwrap_or_default();
     eprintln!(
-        "day 3: update {}; b2 lag while down {b2_lag}; caught up {:.1?} after restart",
+        "[{:.0} s] day 3: update {}; b2 lag while down {b2_lag}; caught up {:.1?} after restart",
+        since_start(),
         job["status"],
         caught.elapsed()
     );
@@ -1518,7 +1529,8 @@ async fn run(p: Params) -> Vec<String> {
     let log = api.json(&format!("/api/v1/jobs/{backfill}/log")).await;
     let resumed = log.to_string().contains("resumed after a restart");
     eprintln!(
-        "day 4: backfill killed at {at_kill}, then {} (resumed: {resumed})",
+        "[{:.0} s] day 4: backfill killed at {at_kill}, then {} (resumed: {resumed})",
+        since_start(),
         job["status"]
     );
     check(
@@ -1564,7 +1576,8 @@ async fn run(p: Params) -> Vec<String> {
             .unwrap_or_default();
     }
     eprintln!(
-        "day 5: update {}, {refetched} series re-fetched for the split",
+        "[{:.0} s] day 5: update {}, {refetched} series re-fetched for the split",
+        since_start(),
         job["status"]
     );
     check(
@@ -1985,7 +1998,18 @@ async fn run(p: Params) -> Vec<String> {
         expected.len()
     ));
     dms.kill();
+    if !failures.is_empty() {
+        // The serve logs (serve-N.log), config and data stay for a look at what went wrong.
+        let kept = dir.keep();
+        eprintln!("scenario directory kept: {}", kept.display());
+    }
     failures
+}
+
+/// Seconds since the scenario started, for the lines it prints and the reader's failures.
+fn since_start() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
 /// Seconds between a job's start and end.
