@@ -14,7 +14,6 @@ use crate::domain::{Interval, Symbol};
 use crate::ingest::{IngestReport, WriteError};
 use crate::maintain::MaintainEnv;
 use crate::source::files::{self, FileError};
-use crate::validate::Context;
 
 /// The outcome of importing one file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,7 +218,8 @@ async fn import_files(
                         async move {
                             // One writer per series: an import waits for a job writing the series.
                             let _guard = env.locks.lock(&series).await;
-                            let ctx = Context::new(env.clock.now(), series.symbol.market());
+                            let ctx =
+                                env.validation_context(env.clock.now(), series.symbol.market());
                             env.writer.ingest(&series, bars, &ctx).await
                         }
                     }))

@@ -36,7 +36,6 @@ use super::universe::Maintained;
 use crate::domain::{ActionKind, SeriesKey, SourceKind, Symbol, TimeRange, time};
 use crate::ingest::WriteError;
 use crate::source::{Dropped, FetchRequest, SourceError};
-use crate::validate::Context;
 
 /// How many series a task fetches at once (the sources' rate limiters still apply).
 pub const CONCURRENCY: usize = 8;
@@ -349,7 +348,7 @@ async fn fetch_range(
         let t = Instant::now();
         // Validated against the clock of now, not of the job's start: a long task must not
         // call a bar that completed meanwhile "in the future".
-        let vctx = Context::new(env.clock.now(), market);
+        let vctx = env.validation_context(env.clock.now(), market);
         let splits: Vec<i64> = page
             .actions
             .iter()

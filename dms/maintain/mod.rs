@@ -60,3 +60,21 @@ pub struct MaintainEnv {
     /// Shipping and node verify for the `sync` and `verify` tasks.
     pub replicator: Replicator,
 }
+
+impl MaintainEnv {
+    /// The validation context at `now` for bars of `market`: the configured calendar (with
+    /// the `calendars:` closures and half days), so that every path a bar takes in —
+    /// sources, imports, repair — judges sessions as gaps and the scheduler do.
+    pub fn validation_context(
+        &self,
+        now: i64,
+        market: Option<crate::domain::Market>,
+    ) -> crate::validate::Context {
+        match market {
+            Some(m) => {
+                crate::validate::Context::with_calendar(now, self.gaps.calendars().get(m).clone())
+            }
+            None => crate::validate::Context::new(now, None),
+        }
+    }
+}

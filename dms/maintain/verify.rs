@@ -24,7 +24,7 @@ use crate::domain::{ActionKind, Bar, Interval, Market, SeriesKey, TimeRange};
 use crate::replicate::Progress;
 use crate::replicate::verify::{NodeVerify, VerifyOptions};
 use crate::store::{Fields, SeriesStats};
-use crate::validate::{self, Context, Flag};
+use crate::validate::{self, Flag};
 
 /// How much of an intraday series is read and validated at once (daily and longer series are
 /// read whole: 20 years of daily bars are 5,000).
@@ -240,12 +240,10 @@ async fn check_series(env: &MaintainEnv, s: &SeriesStats) -> Result<Found, Strin
         found.bars += bars.len() as u64;
         let last = bars.last().copied();
         let now = env.clock.now();
-        let ctx = match market {
-            Some(m) => Context::with_calendar(now, env.gaps.calendars().get(m).clone()),
-            None => Context::new(now, None),
-        }
-        .with_splits(splits.iter().copied())
-        .with_previous(previous);
+        let ctx = env
+            .validation_context(now, market)
+            .with_splits(splits.iter().copied())
+            .with_previous(previous);
         let v = validate::validate(key, bars, &ctx);
         found.bad += v.rejections.len() as u64;
         found.flagged += v.flags.len() as u64;

@@ -206,3 +206,41 @@ async fn imported_bars_are_rejected_or_flagged_by_rule_and_listed_with_kind_rule
         assert!(metrics.contains(line), "{line} missing");
     }
 }
+
+/// Imported (and fetched) bars are judged by the configured calendar: a closure from config
+/// rejects the bar of that day as `closed_day`, the standard calendar alone would store it.
+#[tokio::test]
+async fn a_closure_from_config_rejects_the_bars_of_that_day() {
+    let daily = "Date,Open,High,Low,Close,Adj Close,Volume\n\
+        2024-01-09,185.0,186.0,184.0,185.5,185.5,1000\n\
+        2024-01-10,185.5,187.0,185.0,186.5,186.5,1000\n\
+        2024-01-11,186.5,188.0,186.0,187.5,187.5,1000\n";
+    let plain = spawn_app().await;
+    let report = upload(&plain, "interval=1d&name=AAPL.csv", daily).await;
+    assert_eq!(report["files"][0]["rejected"].as_u64(), Some(0), "{report}");
+
+    let closed =
+        crate::helpers::app::spawn_app_with("calendars: { US: { closures: [2024-01-10] } }\n", &[])
+            .await;
+    let report = upload(&closed, "interval=1d&name=AAPL.csv", daily).await;
+    let file = &report["files"][0];
+    assert_eq!(
+        (file["written"].as_u64(), file["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    let q = get_json(&closed, "/api/v1/quality").await;
+    let rec = &q["quality"][0];
+    assert_eq!(
+        (rec["rule"].as_str(), rec["kind"].as_str()),
+        (Some("closed_day"), Some("rejected")),
+        "{q}"
+    );
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("closed by config"),
+        "{q}"
+    );
+}
