@@ -2,8 +2,8 @@
 //! stored bar and of holes inside a series, sessions a source confirms empty, HK lunch breaks,
 //! the persisted universe, splits that re-fetch stored history, schedules, alerts raised by
 //! failing jobs, requests refused before anything is created, `sync` and `verify` jobs
-//! against an embedded backup node, and a backfill of the real `dms serve` killed with SIGKILL
-//! and resumed.
+//! against an embedded backup node, a backfill of the real `dms serve` killed with SIGKILL
+//! and resumed, and the outage of an HK minute series served by the fake OpenD.
 
 use std::time::Duration;
 
@@ -886,4 +886,106 @@ async fn a_backfill_killed_with_sigkill_resumes_after_a_restart_and_stores_every
             .collect();
         assert_eq!(got, want, "{s}");
     }
+}
+
+/// The outage test through the fake OpenD, for a lunch-break-aware 1m series of an HK symbol:
+/// a week goes missing from the store, `gaps` names exactly that week (never a lunch break),
+/// the next update asks OpenD for the hole and fills it, and gaps are empty again.
+#[tokio::test]
+async fn an_hk_minute_series_from_opend_loses_a_week_and_the_update_fills_exactly_it() {
+    use crate::helpers::fake_opend::{FakeKLine, FakeOpenD, HISTORY_KL};
+    use chrono::TimeZone;
+    let opend = FakeOpenD::start().await;
+    let cal = Calendar::standard(Market::Hk);
+    let tz = Market::Hk.timezone();
+    let sessions: Vec<dms::domain::Session> = cal
+        .sessions(time::date_of(now() - 30 * DAY), time::date_of(now() - DAY))
+        .collect();
+    assert!(sessions.len() >= 12, "{sessions:?}");
+    // Every 1m bar of those sessions, labelled as OpenD labels them: by their end, local time.
+    let mut klines = Vec::new();
+    for s in &sessions {
+        for t in s.bar_starts(Interval::M1) {
+            let end = (t + 60).min(s.close);
+            let label = chrono::Utc
+                .timestamp_opt(end, 0)
+                .unwrap()
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            let px = 380.0 + (t % 7_919) as f64 / 1_000.0;
+            klines.push(FakeKLine::new(
+                &label,
+                px,
+                px + 0.2,
+                px - 0.2,
+                px + 0.1,
+                1_000,
+            ));
+        }
+    }
+    opend.add_klines("HK.00700", 1, klines);
+    let futu = format!(
+        "{{ host: 127.0.0.1, port: {}, max_retries: 0, timeout_s: 10 }}",
+        opend.port()
+    );
+    let universe = format!(
+        "[{{symbol: 0700.HK, source: futu, futu_code: HK.00700, intervals: [1m], start: \"{}\"}}]",
+        sessions[0].date
+    );
+    let app = spawn_app_with(
+        "",
+        &[
+            ("DMS__SOURCES__FUTU", futu.as_str()),
+            ("DMS__UNIVERSE", universe.as_str()),
+        ],
+    )
+    .await;
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let k = key("0700.HK", Interval::M1);
+    let full = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    let expected: usize = sessions
+        .iter()
+        .map(|s| s.bar_starts(Interval::M1).count())
+        .sum();
+    assert_eq!(
+        full.len(),
+        expected,
+        "every minute of every session, none over lunch"
+    );
+    assert!(gaps_of(&app, "symbols=0700.HK").await.is_empty());
+
+    // Sessions 3..8 go missing (a bad delete, a lost shard).
+    let week = &sessions[3..8];
+    let hole = TimeRange::new(week[0].open, week[4].end()).unwrap();
+    let removed = app.services.writer.delete(&k, hole).await.unwrap();
+    let in_week: u64 = week
+        .iter()
+        .map(|s| s.bar_starts(Interval::M1).count() as u64)
+        .sum();
+    assert_eq!(removed, in_week);
+    let listed = gaps_of(&app, "symbols=0700.HK&interval=1m").await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "one gap, not one per lunch break: {listed:?}"
+    );
+    assert_eq!(listed[0]["sessions"], 5, "{listed:?}");
+    assert_eq!(
+        listed[0]["start"],
+        time::rfc3339(week[0].open),
+        "{listed:?}"
+    );
+
+    let before = opend.requests_of(HISTORY_KL).len();
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        opend.requests_of(HISTORY_KL).len() > before,
+        "the hole was asked of OpenD"
+    );
+    let after = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert_eq!(after, full, "every bar is back, once");
+    assert!(gaps_of(&app, "symbols=0700.HK").await.is_empty());
 }
