@@ -71,6 +71,7 @@ impl App {
         let scheduler = self.services.scheduler.spawn(shutdown.clone());
         // Stale series, open gaps and ending holiday tables: once now, then periodically.
         let checks = crate::ops::HealthChecks::new(
+            self.services.primary.clone(),
             self.services.gaps.clone(),
             self.services.calendars.clone(),
             self.services.events.clone(),

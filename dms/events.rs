@@ -33,10 +33,11 @@ pub enum EventKind {
     VerifyDiff,
     SourcePaused,
     CalendarEnding,
+    PrimaryDown,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::JobFailed,
         EventKind::GapsOpen,
         EventKind::SeriesStale,
@@ -44,6 +45,7 @@ impl EventKind {
         EventKind::VerifyDiff,
         EventKind::SourcePaused,
         EventKind::CalendarEnding,
+        EventKind::PrimaryDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl EventKind {
             EventKind::VerifyDiff => "verify_diff",
             EventKind::SourcePaused => "source_paused",
             EventKind::CalendarEnding => "calendar_ending",
+            EventKind::PrimaryDown => "primary_down",
         }
     }
 }
@@ -152,6 +155,16 @@ pub enum Event {
     CalendarOk {
         market: String,
     },
+    /// The primary store does not answer its health check: writes go to the spool.
+    PrimaryDown {
+        store: String,
+        error: String,
+        /// Bars waiting in the spool when it was checked.
+        spooled_bars: u64,
+    },
+    PrimaryUp {
+        store: String,
+    },
 }
 
 /// Whether an event raises or clears its condition.
@@ -211,6 +224,9 @@ impl Event {
             Event::CalendarEnding { market, .. } | Event::CalendarOk { market } => {
                 (EventKind::CalendarEnding, market)
             }
+            Event::PrimaryDown { store, .. } | Event::PrimaryUp { store } => {
+                (EventKind::PrimaryDown, store)
+            }
         }
     }
 
@@ -218,7 +234,9 @@ impl Event {
     /// measurements against thresholds are left to the alert dispatcher.
     pub fn signal(&self) -> Signal {
         let raise = match self {
-            Event::JobFailed { .. } | Event::SourcePaused { .. } => true,
+            Event::JobFailed { .. } | Event::SourcePaused { .. } | Event::PrimaryDown { .. } => {
+                true
+            }
             Event::GapsOpen { count, .. } => *count > 0,
             Event::SeriesStale { stale } => stale.iter().any(|s| s.count > 0),
             Event::BackupLag {
@@ -232,7 +250,8 @@ impl Event {
             | Event::BackupCaughtUp { .. }
             | Event::VerifyClean { .. }
             | Event::SourceResumed { .. }
-            | Event::CalendarOk { .. } => false,
+            | Event::CalendarOk { .. }
+            | Event::PrimaryUp { .. } => false,
         };
         if raise { Signal::Raise } else { Signal::Clear }
     }
@@ -315,6 +334,14 @@ impl Event {
                 }
             }
             Event::CalendarOk { market } => format!("the {market} holiday table is current"),
+            Event::PrimaryDown {
+                store,
+                error,
+                spooled_bars,
+            } => format!(
+                "the primary store ({store}) does not answer: {error}; writes go to the spool ({spooled_bars} bars waiting)"
+            ),
+            Event::PrimaryUp { store } => format!("the primary store ({store}) answers again"),
         }
     }
 }

@@ -14,6 +14,10 @@
 //!    left when the table ends within [`CALENDAR_WARN_DAYS`] (the window `/health` warns in),
 //!    or [`Event::CalendarOk`].
 //!
+//! 5. before all of that, pings the primary store: [`Event::PrimaryDown`] (with the bars the
+//!    spool holds) when it does not answer, [`Event::PrimaryUp`] when it does. Nothing else
+//!    reports an outage of the primary: the write path absorbs it into the spool.
+//!
 //! Every round publishes every condition's state, raised or cleared: this module knows no
 //! channel, threshold or throttle. The alert router ([`crate::alert`]) sends the first raise,
 //! throttles the repeats and sends one recovery when a raised condition clears; a clear of a
@@ -56,6 +60,7 @@ pub struct CheckReport {
 /// See the module doc. Cheap to clone.
 #[derive(Clone)]
 pub struct HealthChecks {
+    primary: Arc<dyn crate::store::Store>,
     gaps: GapScanner,
     calendars: Arc<Calendars>,
     events: EventBus,
@@ -65,6 +70,7 @@ pub struct HealthChecks {
 
 impl HealthChecks {
     pub fn new(
+        primary: Arc<dyn crate::store::Store>,
         gaps: GapScanner,
         calendars: Arc<Calendars>,
         events: EventBus,
@@ -72,6 +78,7 @@ impl HealthChecks {
         every: Duration,
     ) -> HealthChecks {
         HealthChecks {
+            primary,
             gaps,
             calendars,
             events,
@@ -108,6 +115,7 @@ impl HealthChecks {
 
     /// One round (see the module doc): publishes what it found and returns it.
     pub async fn check(&self) -> Result<CheckReport, ScanError> {
+        self.check_primary().await;
         let now = self.clock.now();
         let calendars_ending = self.check_calendars(now);
         let plans = self.gaps.scan(&SeriesFilter::default(), now).await?;
@@ -165,6 +173,22 @@ impl HealthChecks {
             }
         }
         ending
+    }
+}
+
+impl HealthChecks {
+    /// Publishes whether the primary store answers its ping.
+    async fn check_primary(&self) {
+        let store = self.primary.kind().to_string();
+        match self.primary.ping().await {
+            Ok(_) => self.events.publish(Event::PrimaryUp { store }),
+            Err(e) => self.events.publish(Event::PrimaryDown {
+                store,
+                error: e.to_string(),
+                spooled_bars: u64::try_from(crate::telemetry::metrics().spool_bars.get())
+                    .unwrap_or(0),
+            }),
+        }
     }
 }
 

@@ -372,3 +372,60 @@ async fn a_jobs_log_lines_carry_its_job_id_whichever_module_writes_them() {
     assert_eq!(fetched["interval"], "1d", "{fetched}");
     assert_eq!(fetched["source"], "yahoo", "{fetched}");
 }
+
+/// The primary not answering is a condition of its own: the health check raises
+/// `primary_down` (the write path only spools, it reports nothing) and clears it when the
+/// primary answers again.
+#[tokio::test]
+async fn a_primary_that_stops_answering_raises_primary_down_and_its_return_clears_it() {
+    use crate::helpers::gated::{MisbehavingStore, WriteGate};
+    use std::sync::atomic::Ordering;
+    let rx = Receiver::start("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let inner: std::sync::Arc<dyn dms::store::Store> = std::sync::Arc::new(
+        dms::store::embedded::EmbeddedStore::open(&dir.path().join("bars.db")).unwrap(),
+    );
+    let store = MisbehavingStore::new(inner, WriteGate::new(true));
+    let app = crate::helpers::app::spawn_app_on(
+        store.clone(),
+        &format!(
+            "checks: {{ interval_s: 1 }}\nalerts:\n  - {{ kind: webhook, url: {:?}, events: [primary_down] }}\n",
+            rx.url("/hook")
+        ),
+        &[],
+    )
+    .await;
+    let mut events = app.services.events.subscribe();
+    rounds(&mut events, 1).await;
+    assert!(
+        notices(&rx, "primary_down").is_empty(),
+        "a healthy primary raises nothing"
+    );
+    store.ping_fails.store(true, Ordering::SeqCst);
+    wait_until("the primary_down alert", || {
+        !notices(&rx, "primary_down").is_empty()
+    })
+    .await;
+    let firing = bodies(&rx, "primary_down");
+    assert_eq!(firing[0]["status"], "firing", "{firing:?}");
+    assert_eq!(firing[0]["subject"], "embedded", "{firing:?}");
+    assert!(
+        firing[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("writes go to the spool"),
+        "{firing:?}"
+    );
+    store.ping_fails.store(false, Ordering::SeqCst);
+    wait_until("the primary_down recovery", || {
+        notices(&rx, "primary_down").len() == 2
+    })
+    .await;
+    assert_eq!(
+        notices(&rx, "primary_down"),
+        [
+            ("firing".to_string(), "embedded".to_string()),
+            ("resolved".to_string(), "embedded".to_string())
+        ]
+    );
+}

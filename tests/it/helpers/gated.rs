@@ -57,6 +57,8 @@ pub struct MisbehavingStore {
     pub inner: Arc<dyn Store>,
     pub gate: Arc<WriteGate>,
     pub fail_after_write: AtomicBool,
+    /// `ping` answers unavailable while set (everything else still works).
+    pub ping_fails: AtomicBool,
 }
 
 impl MisbehavingStore {
@@ -65,6 +67,7 @@ impl MisbehavingStore {
             inner,
             gate,
             fail_after_write: AtomicBool::new(false),
+            ping_fails: AtomicBool::new(false),
         })
     }
 }
@@ -75,6 +78,12 @@ impl Store for MisbehavingStore {
         self.inner.kind()
     }
     async fn ping(&self) -> Result<StoreHealth, StoreError> {
+        if self.ping_fails.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                store: "test",
+                message: "connection refused".into(),
+            });
+        }
         self.inner.ping().await
     }
     async fn write(&self, batch: &ValidatedBatch) -> Result<(), StoreError> {
