@@ -77,6 +77,27 @@ pub struct SyncParams {
     pub node: Option<String>,
 }
 
+/// The symbols, interval and market a spec narrows its task to.
+fn selection_of(spec: &JobSpec) -> Result<Selection, String> {
+    Ok(Selection {
+        symbols: parse_symbol_list(&spec.symbols)?,
+        intervals: spec
+            .interval
+            .as_deref()
+            .map(str::parse::<Interval>)
+            .transpose()?
+            .into_iter()
+            .collect(),
+        markets: spec
+            .market
+            .as_deref()
+            .map(str::parse::<Market>)
+            .transpose()?
+            .into_iter()
+            .collect(),
+    })
+}
+
 impl Task {
     pub fn name(&self) -> &'static str {
         match self {
@@ -124,23 +145,7 @@ impl Task {
                         ));
                     }
                 }
-                let selection = Selection {
-                    symbols: parse_symbol_list(&spec.symbols)?,
-                    intervals: spec
-                        .interval
-                        .as_deref()
-                        .map(str::parse::<Interval>)
-                        .transpose()?
-                        .into_iter()
-                        .collect(),
-                    markets: spec
-                        .market
-                        .as_deref()
-                        .map(str::parse::<Market>)
-                        .transpose()?
-                        .into_iter()
-                        .collect(),
-                };
+                let selection = selection_of(spec)?;
                 selection.check(&env.universe)?;
                 match t {
                     "update" => Task::Update(selection),
@@ -186,24 +191,20 @@ impl Task {
                     "sync" => Task::Sync(SyncParams {
                         node: spec.node.clone(),
                     }),
-                    _ => Task::Verify(VerifyParams {
-                        node: spec.node.clone(),
-                        symbols: parse_symbol_list(&spec.symbols)?,
-                        intervals: spec
-                            .interval
-                            .as_deref()
-                            .map(str::parse::<Interval>)
-                            .transpose()?
-                            .into_iter()
-                            .collect(),
-                        markets: spec
-                            .market
-                            .as_deref()
-                            .map(str::parse::<Market>)
-                            .transpose()?
-                            .into_iter()
-                            .collect(),
-                    }),
+                    _ => {
+                        // Stored series, listed in the universe or not: no universe check.
+                        let Selection {
+                            symbols,
+                            intervals,
+                            markets,
+                        } = selection_of(spec)?;
+                        Task::Verify(VerifyParams {
+                            node: spec.node.clone(),
+                            symbols,
+                            intervals,
+                            markets,
+                        })
+                    }
                 }
             }
             t => {
