@@ -16,6 +16,11 @@
 //!    repair them all.
 //!
 //! Run with `cargo bench --bench replication` (or `-- ship`, `-- lag`, `-- verify`).
+//!
+//! The ship part also reports the CPU time each process spent (DMS, each `influxd`). With
+//! `DMS_BENCH_NODE_CPU=<cores>` (e.g. `0.5`) each `influxd` is capped at that many cores by a
+//! cgroup of its own (root, cgroup v1 `cpu` or v2), the way three backups on machines of
+//! their own do not share the primary's cores; without it all of them share this machine's.
 
 #[path = "../tests/it/helpers/influxd.rs"]
 mod influxd;
@@ -33,6 +38,7 @@ use dms::replicate::{Progress, Replicator, Tuning, VerifyOptions};
 use dms::store::embedded::EmbeddedStore;
 use dms::store::meta::MetaDb;
 use dms::validate::revalidated_from_store;
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use influxd::{Influxd, Options};
@@ -52,6 +58,20 @@ fn main() -> anyhow::Result<()> {
         Influxd::start(Options::default()),
         Influxd::start(Options::default()),
     ];
+    let node_cpu: Option<f64> = std::env::var("DMS_BENCH_NODE_CPU")
+        .ok()
+        .map(|v| v.parse().context("DMS_BENCH_NODE_CPU is a number of cores"))
+        .transpose()?;
+    let _caps: Vec<CpuCap> = match node_cpu {
+        Some(cores) => servers
+            .iter()
+            .map(|s| CpuCap::new(s.pid(), cores))
+            .collect::<anyhow::Result<_>>()?,
+        None => Vec::new(),
+    };
+    if let Some(cores) = node_cpu {
+        println!("each influxd capped at {cores} cores");
+    }
     println!(
         "influxd pids {:?}; {} cores; load average {}",
         servers.iter().map(|s| s.pid()).collect::<Vec<_>>(),
@@ -164,6 +184,8 @@ async fn ship(servers: &[Influxd; 3], table: &mut Vec<String>) -> anyhow::Result
         for (slot, n) in [(0, 1), (1, 3)] {
             let chosen: Vec<&Influxd> = servers.iter().take(n).collect();
             let r = replicator(&p, influx_nodes(&chosen, &format!("ship{rep}n{n}_")));
+            let cpu_before: Vec<f64> = chosen.iter().map(|s| cpu_seconds(s.pid())).collect();
+            let dms_before = cpu_seconds(std::process::id());
             let t = Instant::now();
             let report = r
                 .sync(None, &no_progress, &CancellationToken::new())
@@ -176,9 +198,16 @@ async fn ship(servers: &[Influxd; 3], table: &mut Vec<String>) -> anyhow::Result
                     node.node
                 );
             }
+            let node_cpu: Vec<String> = chosen
+                .iter()
+                .zip(&cpu_before)
+                .map(|(s, b)| format!("{:.1}", cpu_seconds(s.pid()) - b))
+                .collect();
             println!(
-                "run {rep}: {n} node(s) {secs:.2} s ({:.0} bars/s per node), load {}",
+                "run {rep}: {n} node(s) {secs:.2} s ({:.0} bars/s per node), CPU-s: dms {:.1}, influxd {}; load {}",
                 1e6 / secs,
+                cpu_seconds(std::process::id()) - dms_before,
+                node_cpu.join(" + "),
                 load_average()
             );
             times[slot].push(secs);
@@ -337,26 +366,81 @@ async fn verify(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()>
             anyhow::Ok((t.elapsed().as_secs_f64(), report.nodes.remove(0)))
         }
     };
+    // The reference: the same digest statements (count and six sums per weekly bucket of
+    // each series, four at a time, as `Tuning::default()` runs them) sent straight to the
+    // backup by a plain HTTP client (one, keeping its connections): what any content check
+    // of these six fields costs there.
+    let grid = dms::store::BucketGrid::for_interval(Interval::M1);
+    let client = reqwest::Client::new();
+    let reference = || async {
+        let t = Instant::now();
+        let queries = (0..SERIES).map(|i| {
+            let q = format!(
+                "SELECT count(close) AS n, sum(open) AS o, sum(high) AS h, sum(low) AS l, \
+                 sum(close) AS c, sum(volume) AS v, sum(adj_close) AS a FROM bars \
+                 WHERE symbol = 'S{i:04}' AND interval = '1m' AND time >= 0s AND time < 4102444800s \
+                 GROUP BY time({}s, {}s) fill(none)",
+                grid.width, grid.offset
+            );
+            let (client, db) = (&client, &db);
+            async move {
+                let resp = client
+                    .post(format!("{}/query", server.url))
+                    .query(&[("db", db.as_str()), ("epoch", "s")])
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!(
+                        "q={}",
+                        url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+                    ))
+                    .send()
+                    .await?;
+                anyhow::Ok(resp.json::<serde_json::Value>().await?)
+            }
+        });
+        let answers: Vec<serde_json::Value> = futures::stream::iter(queries)
+            .buffer_unordered(Tuning::default().verify_concurrency)
+            .try_collect()
+            .await?;
+        ensure!(
+            answers.iter().all(|a| a["results"][0]["series"].is_array()),
+            "a reference query failed"
+        );
+        anyhow::Ok(t.elapsed().as_secs_f64())
+    };
     let mut rates = Vec::new();
+    let mut ratios = Vec::new();
     for rep in 0..VERIFY_REPS {
+        let (dms_before, influxd_before) =
+            (cpu_seconds(std::process::id()), cpu_seconds(server.pid()));
         let (secs, n) = run(false).await?;
         ensure!(
             n.ok && n.differences == 0 && n.bars_compared == (SERIES * BARS) as u64,
             "{n:?}"
         );
         println!(
-            "run {rep}: {secs:.2} s, {:.2}M bars/s compared, {} buckets, {} digest mismatches, load {}",
+            "run {rep}: {secs:.2} s, {:.2}M bars/s compared, {} buckets, {} digest mismatches, CPU-s: dms {:.1}, influxd {:.1}; load {}",
             n.bars_compared as f64 / secs / 1e6,
             n.buckets_compared,
             n.digest_mismatches,
+            cpu_seconds(std::process::id()) - dms_before,
+            cpu_seconds(server.pid()) - influxd_before,
             load_average()
         );
         rates.push(n.bars_compared as f64 / secs);
+        let influxd_before = cpu_seconds(server.pid());
+        let ref_secs = reference().await?;
+        println!(
+            "run {rep}: reference (the same digests straight to influxd) {ref_secs:.2} s, influxd {:.1} CPU-s; verify / reference {:.2}×",
+            cpu_seconds(server.pid()) - influxd_before,
+            secs / ref_secs
+        );
+        ratios.push(secs / ref_secs);
     }
     let rate = median(rates);
     table.push(format!(
-        "| verify 10M equal bars, primary vs one InfluxDB backup (median of {VERIFY_REPS}) | **{:.2}M bars/s** compared | ≥ 2.5M bars/s |",
-        rate / 1e6
+        "| verify 10M equal bars, primary vs one InfluxDB backup (median of {VERIFY_REPS}) | **{:.2}M bars/s** compared; {:.2}× the time of the same digests asked of influxd directly | ≥ 2.5M bars/s |",
+        rate / 1e6,
+        median(ratios)
     ));
     // 100 scattered differences, written behind DMS's back.
     let mut lines = String::new();
@@ -391,6 +475,68 @@ async fn verify(server: &Influxd, table: &mut Vec<String>) -> anyhow::Result<()>
         n.bars_written
     ));
     Ok(())
+}
+
+/// CPU time (user + system) process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command: state is the 1st, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// A cgroup of one process capping its CPU at some cores; removed when dropped.
+struct CpuCap {
+    dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+    pid: u32,
+}
+
+impl CpuCap {
+    fn new(pid: u32, cores: f64) -> anyhow::Result<CpuCap> {
+        const PERIOD_US: u64 = 100_000;
+        let quota = (cores * PERIOD_US as f64).round() as u64;
+        ensure!(quota >= 1_000, "a cap of {cores} cores is too small");
+        let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+        let (root, dir) = if v1.join("cpu.cfs_quota_us").exists() {
+            let dir = v1.join(format!("dms-bench-{pid}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+            (v1.to_path_buf(), dir)
+        } else {
+            let root = std::path::Path::new("/sys/fs/cgroup");
+            let dir = root.join(format!("dms-bench-{pid}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+            (root.to_path_buf(), dir)
+        };
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving influxd {pid} into {}", dir.display()))?;
+        Ok(CpuCap { dir, root, pid })
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // Move it back (if it still runs) so that the group is empty and can go.
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 fn load_average() -> String {
