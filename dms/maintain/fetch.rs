@@ -12,7 +12,9 @@
 //! the store did not have yet, for a series with stored bars older than what the task
 //! fetches, is reported ([`SeriesOutcome::new_splits`]), and
 //! [`fetch_plans`] then re-fetches every stored series of that symbol over its whole stored
-//! range, logging why, so all stored bars share one basis.
+//! range, logging why, so all stored bars share one basis. The part the source no longer
+//! serves (Yahoo's intraday windows) is rescaled by the split ratios once the bars the
+//! re-fetch overwrote show it is on the old basis ([`super::rebase`]).
 //!
 //! **Confirmed empties.** Each page a source answered says which span it covers
 //! ([`crate::source::Page::range`]); after the page is stored, the sessions of that span the
@@ -24,7 +26,7 @@
 //! resumed after a crash skips it, and re-fetches the rest — writes are upserts, so whatever a
 //! killed run had written of an unfinished series is written again, never duplicated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MaintainEnv;
 use super::ctx::JobCtx;
+use super::rebase::{self, Basis, NewSplit};
 use super::universe::Maintained;
 use crate::domain::{ActionKind, SeriesKey, SourceKind, Symbol, TimeRange, time};
 use crate::ingest::WriteError;
@@ -56,6 +59,8 @@ pub struct FetchCounters {
     pub actions: u64,
     /// Series whose history was re-fetched because a new split appeared.
     pub refetched_for_splits: u64,
+    /// Stored bars older than what the source serves, rescaled onto a new split's basis.
+    pub bars_rebased: u64,
     /// Sessions a source answered for with no bar (halts, suspensions), recorded so they are
     /// neither reported as gaps nor fetched again.
     pub sessions_confirmed_empty: u64,
@@ -78,6 +83,7 @@ impl FetchCounters {
         self.dropped += o.dropped;
         self.actions += o.actions;
         self.refetched_for_splits += o.refetched_for_splits;
+        self.bars_rebased += o.bars_rebased;
         self.sessions_confirmed_empty += o.sessions_confirmed_empty;
         self.fetch_s += o.fetch_s;
         self.parse_s += o.parse_s;
@@ -128,6 +134,8 @@ pub struct SeriesOutcome {
     pub counters: FetchCounters,
     /// Split dates (`ts`) the source reported that the store did not hold before.
     pub new_splits: Vec<i64>,
+    /// The oldest instant a page answered for (what the source serves of the ranges asked).
+    pub answered_from: Option<i64>,
 }
 
 /// Fetches every plan (skipping series the checkpoint lists as done), then re-fetches the
@@ -151,7 +159,7 @@ pub async fn fetch_plans(
     ctx.set_done(total - todo.len() as u64);
     let mut totals = FetchCounters::default();
     let mut errors = Vec::new();
-    let mut split_symbols: BTreeSet<Symbol> = BTreeSet::new();
+    let mut split_symbols: BTreeMap<Symbol, BTreeSet<i64>> = BTreeMap::new();
     let mut results = futures::stream::iter(todo.into_iter().map(|plan| {
         let env = env.clone();
         async move {
@@ -199,7 +207,10 @@ pub async fn fetch_plans(
                 ),
             )
             .await;
-            split_symbols.insert(series.symbol.clone());
+            split_symbols
+                .entry(series.symbol.clone())
+                .or_default()
+                .insert(*ts);
         }
         ctx.inc_done();
         ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
@@ -218,10 +229,12 @@ pub async fn fetch_plans(
     (totals, errors)
 }
 
-/// Re-fetches, for each symbol, every stored series over its whole stored range.
+/// Re-fetches, for each symbol, every stored series over its whole stored range; the part
+/// older than what the source serves is rescaled when it is shown to be on the old basis
+/// ([`rebase`]).
 async fn refetch_history(
     env: &MaintainEnv,
-    symbols: &BTreeSet<Symbol>,
+    symbols: &BTreeMap<Symbol, BTreeSet<i64>>,
     ctx: &JobCtx,
 ) -> (FetchCounters, Vec<String>) {
     let mut totals = FetchCounters::default();
@@ -230,7 +243,10 @@ async fn refetch_history(
         Ok(s) => s,
         Err(e) => return (totals, vec![format!("cannot list stored series: {e}")]),
     };
-    for s in stored.iter().filter(|s| symbols.contains(&s.series.symbol)) {
+    for s in stored
+        .iter()
+        .filter(|s| symbols.contains_key(&s.series.symbol))
+    {
         let target = match env.universe.get(&s.series.symbol) {
             Some(e) => Maintained::of(&e, s.series.interval),
             None => Maintained {
@@ -244,6 +260,23 @@ async fn refetch_history(
         let Ok(range) = TimeRange::new(s.first, env.clock.now() + 1) else {
             continue;
         };
+        let splits = match new_splits(env, &s.series.symbol, &symbols[&s.series.symbol]).await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("{}: reading its splits: {e}", s.series));
+                continue;
+            }
+        };
+        // The stored closes before the splits, to judge the basis of the bars the re-fetch
+        // cannot reach by those it overwrites.
+        let before = match probe(env, &s.series, s.first, &splits).await {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("{}: reading its stored bars: {e}", s.series));
+                continue;
+            }
+        };
+        let market = target.market;
         let plan = Plan {
             target,
             ranges: vec![range],
@@ -255,9 +288,145 @@ async fn refetch_history(
             let line = format!("{}: re-fetch after a split: {e}", s.series);
             ctx.log("error", &line).await;
             errors.push(line);
+            continue;
+        }
+        // Stored bars older than every page answered were not re-fetched.
+        let Some(served_from) = outcome.answered_from.filter(|a| *a > s.first) else {
+            continue;
+        };
+        match rebase_unserved(
+            env,
+            &s.series,
+            market,
+            s.first,
+            served_from,
+            &splits,
+            &before,
+        )
+        .await
+        {
+            Ok((n, line)) => {
+                totals.bars_rebased += n;
+                ctx.log("info", &line).await;
+            }
+            Err(line) => {
+                ctx.log("error", &line).await;
+                errors.push(line);
+            }
         }
     }
     (totals, errors)
+}
+
+/// The new splits of `symbol` (dated `dates`) with their ratios, as stored by the fetch.
+async fn new_splits(
+    env: &MaintainEnv,
+    symbol: &Symbol,
+    dates: &BTreeSet<i64>,
+) -> Result<Vec<NewSplit>, crate::store::StoreError> {
+    let Some(range) = TimeRange::covering(dates.iter().copied()) else {
+        return Ok(Vec::new());
+    };
+    let actions = env.writer.primary().read_actions(symbol, range).await?;
+    Ok(actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Split && dates.contains(&a.ts))
+        .filter(|a| a.amount.is_finite() && a.amount > 0.0)
+        .map(|a| NewSplit {
+            ts: a.ts,
+            ratio: a.amount,
+        })
+        .collect())
+}
+
+/// `(ts, close)` of the stored bars before the earliest split (16 bytes a bar are kept).
+async fn probe(
+    env: &MaintainEnv,
+    series: &SeriesKey,
+    first: i64,
+    splits: &[NewSplit],
+) -> Result<Vec<(i64, f64)>, crate::store::StoreError> {
+    let Some(earliest) = splits.iter().map(|s| s.ts).min() else {
+        return Ok(Vec::new());
+    };
+    let Ok(range) = TimeRange::new(first, earliest) else {
+        return Ok(Vec::new());
+    };
+    let bars = env.writer.primary().read(series, range).await?;
+    Ok(bars.iter().map(|b| (b.ts, b.close)).collect())
+}
+
+/// Rescales the stored bars of `[first, served_from)` (which the source no longer serves)
+/// when `before`, compared with what the re-fetch stored, shows them on the old basis.
+/// Returns the bars rescaled and the line for the job's log, or the error line.
+async fn rebase_unserved(
+    env: &MaintainEnv,
+    series: &SeriesKey,
+    market: Option<crate::domain::Market>,
+    first: i64,
+    served_from: i64,
+    splits: &[NewSplit],
+    before: &[(i64, f64)],
+) -> Result<(u64, String), String> {
+    let from = time::rfc3339(served_from);
+    let fail =
+        |e: &dyn std::fmt::Display| format!("{series}: rebasing the bars before {from}: {e}");
+    let old = TimeRange::new(first, served_from).map_err(|e| fail(&e))?;
+    // The oldest re-fetched bars: nearest the part the source no longer serves.
+    let earliest = splits.iter().map(|s| s.ts).min().unwrap_or(served_from);
+    let probed = TimeRange::new(served_from, earliest.min(served_from + rebase::PROBE_SPAN));
+    let after = match probed {
+        Ok(r) => env
+            .writer
+            .primary()
+            .read(series, r)
+            .await
+            .map_err(|e| fail(&e))?,
+        Err(_) => Vec::new(),
+    };
+    match rebase::judge(before, &after, splits) {
+        Basis::Old { compared } => {
+            let bars = env
+                .writer
+                .primary()
+                .read(series, old)
+                .await
+                .map_err(|e| fail(&e))?;
+            let n = bars.len() as u64;
+            let vctx = env.validation_context(env.clock.now(), market);
+            let r = env
+                .writer
+                .ingest(series, rebase::rescale(bars, splits), &vctx)
+                .await
+                .map_err(|e| fail(&e))?;
+            if r.rejected > 0 {
+                return Err(fail(&format!(
+                    "{} of {n} rescaled bars failed validation and are quarantined",
+                    r.rejected
+                )));
+            }
+            Ok((
+                n,
+                format!(
+                    "{series}: {n} bars before {from} are older than the source serves; \
+                     rescaled onto the new split basis (the {compared} re-fetched bars before \
+                     the split were stored on the old one)"
+                ),
+            ))
+        }
+        Basis::New { compared } => Ok((
+            0,
+            format!(
+                "{series}: the bars before {from} are older than the source serves and were \
+                 already on the new split basis ({compared} re-fetched bars agree); left as stored"
+            ),
+        )),
+        Basis::Unknown { compared } => Err(format!(
+            "{series}: the bars before {from} are older than the source serves and their split \
+             basis cannot be told ({compared} re-fetched bars before the split to compare with); \
+             they are left as stored and may be on the old basis: delete or re-import them"
+        )),
+    }
 }
 
 /// Fetches the ranges of one series under its series lock.
@@ -364,6 +533,9 @@ async fn fetch_range(
         // What the answer covers, and every stamp it returned (before validation: a
         // quarantined bar is not an empty session).
         let answered = page.range;
+        if let Some(r) = answered {
+            out.answered_from = Some(out.answered_from.map_or(r.start(), |a| a.min(r.start())));
+        }
         let stamps: Vec<i64> = match answered {
             Some(_) => page.bars.iter().map(|b| b.ts).collect(),
             None => Vec::new(),

@@ -23,6 +23,7 @@ pub mod fetch;
 pub mod gaps;
 pub mod jobs;
 pub mod locks;
+pub mod rebase;
 pub mod repair;
 pub mod scan;
 pub mod scheduled;

@@ -174,6 +174,107 @@ async fn a_new_split_between_two_updates_puts_every_stored_bar_on_the_new_basis(
     assert!(after[0].close < before[0].close / 3.0);
 }
 
+fn stored(b: &yahoo_synth::SynthBar) -> dms::domain::Bar {
+    dms::domain::Bar {
+        ts: b.ts,
+        open: b.open.unwrap(),
+        high: b.high.unwrap(),
+        low: b.low.unwrap(),
+        close: b.close.unwrap(),
+        volume: b.volume.unwrap() as f64,
+        adj_close: b.adjclose,
+        source: dms::domain::SourceKind::Yahoo,
+    }
+}
+
+#[tokio::test]
+async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
+{
+    let mock = MockYahoo::start().await;
+    let t = now();
+    let synth = Synth::new("5m", t);
+    mock.serve_synthetic("NVDA", synth.clone());
+    mock.serve_synthetic("NVDA", Synth::new("1d", t));
+    let app = app_on(
+        &mock,
+        "[{symbol: NVDA, source: yahoo, intervals: [1d, 5m]}]",
+        &[("DMS__HISTORY__DEFAULT_START_YEARS", "1")],
+    )
+    .await;
+    let k = key("NVDA", Interval::M5);
+    // 100 days of 5m history, stored back when Yahoo still served all of it; the update
+    // brings it to now. Yahoo serves 5m bars for 60 days only.
+    let old: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &synth, t - 100 * DAY, t - 40 * DAY)
+        .iter()
+        .map(stored)
+        .collect();
+    app.services
+        .writer
+        .write(dms::validate::revalidated_from_store(&k, old).unwrap())
+        .await
+        .unwrap();
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let before = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert!(before[0].ts < t - 90 * DAY);
+    // A 4:1 split at the open of the last stored session, announced on the daily series
+    // (Yahoo's intraday answers carry no events); the update of the 5m series in the same job
+    // rewrites its last sessions on the new basis before the split is known.
+    let mut i = before.len() - 1;
+    while i > 0 && before[i].ts - before[i - 1].ts == 300 {
+        i -= 1;
+    }
+    let split = synth.with_split(before[i].ts, 4.0);
+    mock.serve_synthetic("NVDA", split.clone());
+    mock.serve_synthetic("NVDA", Synth::new("1d", t).with_split(before[i].ts, 4.0));
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["counters"]["refetched_for_splits"], 2, "{job}");
+    let window_start = t - 60 * DAY;
+    let unserved = before.iter().filter(|b| b.ts < window_start).count() as u64;
+    let rebased = job["counters"]["bars_rebased"].as_u64().unwrap();
+    assert!(
+        rebased >= unserved && rebased < unserved + 100,
+        "{rebased} bars rebased, {unserved} older than the window: {job}"
+    );
+    let log: serde_json::Value = app
+        .get(&format!("/api/v1/jobs/{}/log", job["id"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log.to_string()
+            .contains("rescaled onto the new split basis"),
+        "{log}"
+    );
+    // Every stored bar, re-fetched or not, is now what Yahoo sends on the new basis.
+    let after = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    assert_eq!(after.len(), before.len());
+    let expected: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, before[0].ts, t)
+        .iter()
+        .map(stored)
+        .collect();
+    assert_eq!(after.len(), expected.len());
+    for (b, e) in after.iter().zip(&expected) {
+        assert_eq!(
+            (b.ts, b.open, b.high, b.low, b.close, b.volume),
+            (e.ts, e.open, e.high, e.low, e.close, e.volume),
+            "stored bar at {} not on the new basis",
+            time::rfc3339(b.ts)
+        );
+    }
+    assert_eq!(after[0].close, before[0].close / 4.0);
+    // A second update finds nothing new to rescale.
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["counters"]["bars_rebased"], 0, "{job}");
+    assert_eq!(
+        app.services.primary.read(&k, TimeRange::ALL).await.unwrap(),
+        after
+    );
+}
+
 #[tokio::test]
 async fn the_universe_api_adds_shows_and_removes_entries() {
     let mock = MockYahoo::start().await;

@@ -1,0 +1,219 @@
+//! Bringing stored bars a source no longer serves onto a new split's basis.
+//!
+//! After a new split, [`super::fetch`] re-fetches a symbol's stored history so every bar shares
+//! the vendor's new basis. Yahoo serves intraday bars for a window only (5m: 60 days), so the
+//! older part of an intraday series cannot be re-fetched and would stay on the old basis: one
+//! series, two bases, and a backtest that sees a fourfold price jump that never traded.
+//!
+//! That part is rescaled the way the vendor adjusts ([`rescale`]: prices divided by the
+//! product of the new splits after the bar, volume multiplied by it), but only when the stored
+//! bars are shown to be on the old basis ([`judge`]): the oldest bars the re-fetch overwrote
+//! before the split (those nearest the part it could not reach, stored by the same fetches;
+//! newer ones may already have been rewritten on the new basis by an update) are compared
+//! with what the vendor sends now. Their closes divided by the new ones must be the split
+//! factor; if they are 1 the
+//! stored history was already adjusted (fetched after the split, by a page that did not carry
+//! it) and nothing is rescaled; anything else, or no bar to compare, leaves the bars as they
+//! are and the job reports the series, so that nothing is scaled on a guess.
+
+use crate::domain::Bar;
+
+/// A split the store did not hold before this task: its ex-date and `numerator/denominator`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NewSplit {
+    pub ts: i64,
+    pub ratio: f64,
+}
+
+/// How far from the oldest re-fetched instant the bars compared by [`judge`] may lie.
+pub const PROBE_SPAN: i64 = 10 * 86_400;
+
+/// At most this many bars are compared, the oldest first.
+pub const PROBE_BARS: usize = 1_000;
+
+/// The relative difference within which two closes count as one basis: Yahoo's prices are
+/// `f32` cents, rounded again when adjusted.
+const TOLERANCE: f64 = 0.02;
+
+/// The share of compared bars that must agree on one basis.
+const AGREEMENT: f64 = 0.9;
+
+/// The factor that takes a bar stamped `ts` from the old basis to the new: the product of the
+/// ratios of the splits after it.
+pub fn factor(splits: &[NewSplit], ts: i64) -> f64 {
+    splits
+        .iter()
+        .filter(|s| s.ts > ts)
+        .map(|s| s.ratio)
+        .product()
+}
+
+/// What the comparison of stored and re-fetched bars says about the stored basis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The stored bars were on the old basis: rescale the ones not re-fetched.
+    Old { compared: usize },
+    /// They were already on the new basis: leave them.
+    New { compared: usize },
+    /// No bar to compare, or no clear answer.
+    Unknown { compared: usize },
+}
+
+/// Judges the basis of `before` (`(ts, close)` stored before the re-fetch, in time order)
+/// against `after` (the bars stored now, re-fetched, in time order), over the oldest
+/// [`PROBE_BARS`] timestamps both hold before a new split.
+pub fn judge(before: &[(i64, f64)], after: &[Bar], splits: &[NewSplit]) -> Basis {
+    let (mut compared, mut old, mut new) = (0usize, 0usize, 0usize);
+    let mut j = 0;
+    for &(ts, close) in before {
+        if compared == PROBE_BARS {
+            break;
+        }
+        while j < after.len() && after[j].ts < ts {
+            j += 1;
+        }
+        let Some(b) = after.get(j).filter(|b| b.ts == ts) else {
+            continue;
+        };
+        let f = factor(splits, ts);
+        if f == 1.0 || !(close > 0.0 && b.close > 0.0) {
+            continue;
+        }
+        compared += 1;
+        let r = close / b.close;
+        let near = |x: f64| (r / x - 1.0).abs() <= TOLERANCE;
+        // A factor within the tolerance of 1 cannot tell the bases apart.
+        match (near(f), near(1.0)) {
+            (true, false) => old += 1,
+            (false, true) => new += 1,
+            _ => {}
+        }
+    }
+    let agreed = |n: usize| compared > 0 && n as f64 >= AGREEMENT * compared as f64;
+    if agreed(old) {
+        Basis::Old { compared }
+    } else if agreed(new) {
+        Basis::New { compared }
+    } else {
+        Basis::Unknown { compared }
+    }
+}
+
+/// `bars` on the old basis, moved to the new one.
+pub fn rescale(bars: Vec<Bar>, splits: &[NewSplit]) -> Vec<Bar> {
+    bars.into_iter()
+        .map(|mut b| {
+            let f = factor(splits, b.ts);
+            if f != 1.0 {
+                b.open /= f;
+                b.high /= f;
+                b.low /= f;
+                b.close /= f;
+                b.adj_close = b.adj_close.map(|a| a / f);
+                b.volume *= f;
+            }
+            b
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SourceKind;
+
+    fn bar(ts: i64, close: f64) -> Bar {
+        Bar {
+            ts,
+            open: close,
+            high: close + 1.0,
+            low: close - 1.0,
+            close,
+            volume: 100.0,
+            adj_close: None,
+            source: SourceKind::Yahoo,
+        }
+    }
+
+    const SPLIT: NewSplit = NewSplit {
+        ts: 1_000,
+        ratio: 4.0,
+    };
+
+    #[test]
+    fn the_factor_is_the_product_of_the_splits_after_the_bar() {
+        let two = [
+            SPLIT,
+            NewSplit {
+                ts: 2_000,
+                ratio: 2.0,
+            },
+        ];
+        assert_eq!(factor(&two, 500), 8.0);
+        assert_eq!(factor(&two, 1_500), 2.0);
+        assert_eq!(
+            factor(&two, 1_000),
+            2.0,
+            "the ex-date itself is on the new basis"
+        );
+        assert_eq!(factor(&two, 2_500), 1.0);
+    }
+
+    #[test]
+    fn stored_closes_four_times_the_refetched_ones_are_the_old_basis() {
+        let before = [(100, 400.0), (200, 404.0), (300, 408.0)];
+        let after = [bar(100, 100.0), bar(200, 101.0), bar(300, 102.0)];
+        assert_eq!(judge(&before, &after, &[SPLIT]), Basis::Old { compared: 3 });
+    }
+
+    #[test]
+    fn stored_closes_equal_to_the_refetched_ones_are_already_the_new_basis() {
+        let before = [(100, 100.0), (200, 101.0)];
+        let after = [bar(100, 100.01), bar(200, 101.0)];
+        assert_eq!(judge(&before, &after, &[SPLIT]), Basis::New { compared: 2 });
+    }
+
+    #[test]
+    fn nothing_to_compare_or_no_clear_answer_is_unknown() {
+        // The only overlap is after the split: it says nothing of the basis before it.
+        let after = [bar(1_100, 100.0)];
+        assert_eq!(
+            judge(&[(1_100, 100.0)], &after, &[SPLIT]),
+            Basis::Unknown { compared: 0 }
+        );
+        // Half old, half new.
+        let before = [(100, 400.0), (200, 101.0)];
+        let after = [bar(100, 100.0), bar(200, 101.0)];
+        assert_eq!(
+            judge(&before, &after, &[SPLIT]),
+            Basis::Unknown { compared: 2 }
+        );
+        // A 1.01:1 split cannot be told from no split.
+        let tiny = [NewSplit {
+            ts: 1_000,
+            ratio: 1.01,
+        }];
+        assert_eq!(
+            judge(&[(100, 101.0)], &[bar(100, 100.0)], &tiny),
+            Basis::Unknown { compared: 1 }
+        );
+    }
+
+    #[test]
+    fn rescaling_divides_prices_and_multiplies_volume_before_each_split() {
+        let mut b = bar(500, 400.0);
+        b.adj_close = Some(396.0);
+        let after_split = bar(1_500, 100.0);
+        let out = rescale(vec![b, after_split], &[SPLIT]);
+        assert_eq!(
+            (out[0].open, out[0].high, out[0].low, out[0].close),
+            (100.0, 100.25, 99.75, 100.0)
+        );
+        assert_eq!(out[0].adj_close, Some(99.0));
+        assert_eq!(out[0].volume, 400.0);
+        assert_eq!(
+            out[1], after_split,
+            "bars from the ex-date on are untouched"
+        );
+    }
+}
