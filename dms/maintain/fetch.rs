@@ -151,6 +151,10 @@ pub async fn fetch_plans(
         .and_then(|c| serde_json::from_value(c["done"].clone()).ok())
         .unwrap_or_default();
     let total = plans.len() as u64;
+    let plan_symbols: BTreeSet<Symbol> = plans
+        .iter()
+        .map(|p| p.target.series.symbol.clone())
+        .collect();
     let todo: Vec<Plan> = plans
         .into_iter()
         .filter(|p| !done.contains(&p.target.series.to_string()))
@@ -159,7 +163,7 @@ pub async fn fetch_plans(
     ctx.set_done(total - todo.len() as u64);
     let mut totals = FetchCounters::default();
     let mut errors = Vec::new();
-    let mut split_symbols: BTreeMap<Symbol, BTreeSet<i64>> = BTreeMap::new();
+    let mut split_symbols: BTreeMap<Symbol, Pending> = BTreeMap::new();
     let mut results = futures::stream::iter(todo.into_iter().map(|plan| {
         let env = env.clone();
         async move {
@@ -210,6 +214,7 @@ pub async fn fetch_plans(
             split_symbols
                 .entry(series.symbol.clone())
                 .or_default()
+                .dates
                 .insert(*ts);
         }
         ctx.inc_done();
@@ -220,6 +225,23 @@ pub async fn fetch_plans(
         }
     }
     drop(results);
+    // What meta.db holds pending includes the splits just found (recorded before they were
+    // stored) and those a task killed before its re-fetch ended left.
+    match env.writer.meta().pending_splits().await {
+        Ok(rows) => {
+            for (symbol, ts, attempts) in rows {
+                let Ok(symbol) = Symbol::parse(&symbol) else {
+                    continue;
+                };
+                if plan_symbols.contains(&symbol) {
+                    let p = split_symbols.entry(symbol).or_default();
+                    p.dates.insert(ts);
+                    p.attempts = p.attempts.max(attempts);
+                }
+            }
+        }
+        Err(e) => errors.push(format!("cannot read the pending split re-fetches: {e}")),
+    }
     if !split_symbols.is_empty() {
         let (c, e) = refetch_history(env, &split_symbols, ctx).await;
         totals.add(&c);
@@ -229,12 +251,20 @@ pub async fn fetch_plans(
     (totals, errors)
 }
 
+/// Splits of one symbol whose re-fetch has not completed.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    dates: BTreeSet<i64>,
+    /// Re-fetches started before (by a task that did not finish it).
+    attempts: u32,
+}
+
 /// Re-fetches, for each symbol, every stored series over its whole stored range; the part
 /// older than what the source serves is rescaled when it is shown to be on the old basis
-/// ([`rebase`]).
+/// ([`rebase`]). A symbol's pending splits are cleared once all its series are done.
 async fn refetch_history(
     env: &MaintainEnv,
-    symbols: &BTreeMap<Symbol, BTreeSet<i64>>,
+    symbols: &BTreeMap<Symbol, Pending>,
     ctx: &JobCtx,
 ) -> (FetchCounters, Vec<String>) {
     let mut totals = FetchCounters::default();
@@ -243,76 +273,100 @@ async fn refetch_history(
         Ok(s) => s,
         Err(e) => return (totals, vec![format!("cannot list stored series: {e}")]),
     };
-    for s in stored
-        .iter()
-        .filter(|s| symbols.contains_key(&s.series.symbol))
-    {
-        let target = match env.universe.get(&s.series.symbol) {
-            Some(e) => Maintained::of(&e, s.series.interval),
-            None => Maintained {
-                series: s.series.clone(),
-                source: SourceKind::Yahoo,
-                market: s.series.symbol.market(),
-                futu_code: None,
-                start: None,
-            },
-        };
-        let Ok(range) = TimeRange::new(s.first, env.clock.now() + 1) else {
-            continue;
-        };
-        let splits = match new_splits(env, &s.series.symbol, &symbols[&s.series.symbol]).await {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!("{}: reading its splits: {e}", s.series));
-                continue;
-            }
-        };
-        // The stored closes before the splits, to judge the basis of the bars the re-fetch
-        // cannot reach by those it overwrites.
-        let before = match probe(env, &s.series, s.first, &splits).await {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!("{}: reading its stored bars: {e}", s.series));
-                continue;
-            }
-        };
-        let market = target.market;
-        let plan = Plan {
-            target,
-            ranges: vec![range],
-        };
-        let (outcome, r) = fetch_series(env, &plan, ctx).await;
-        totals.add(&outcome.counters);
-        totals.refetched_for_splits += 1;
-        if let Err(e) = r {
-            let line = format!("{}: re-fetch after a split: {e}", s.series);
-            ctx.log("error", &line).await;
-            errors.push(line);
+    let meta = env.writer.meta();
+    for (symbol, pending) in symbols {
+        // Bars a re-fetch overwrote tell the old basis only if no re-fetch ran before.
+        let first_attempt = pending.attempts == 0;
+        if let Err(e) = meta.start_split_refetch(symbol.as_str()).await {
+            errors.push(format!("{symbol}: cannot record the split re-fetch: {e}"));
             continue;
         }
-        // Stored bars older than every page answered were not re-fetched.
-        let Some(served_from) = outcome.answered_from.filter(|a| *a > s.first) else {
-            continue;
-        };
-        match rebase_unserved(
-            env,
-            &s.series,
-            market,
-            s.first,
-            served_from,
-            &splits,
-            &before,
-        )
-        .await
-        {
-            Ok((n, line)) => {
-                totals.bars_rebased += n;
-                ctx.log("info", &line).await;
-            }
-            Err(line) => {
+        let mut complete = true;
+        for s in stored.iter().filter(|s| &s.series.symbol == symbol) {
+            let target = match env.universe.get(&s.series.symbol) {
+                Some(e) => Maintained::of(&e, s.series.interval),
+                None => Maintained {
+                    series: s.series.clone(),
+                    source: SourceKind::Yahoo,
+                    market: s.series.symbol.market(),
+                    futu_code: None,
+                    start: None,
+                },
+            };
+            let Ok(range) = TimeRange::new(s.first, env.clock.now() + 1) else {
+                continue;
+            };
+            // The stored closes before the splits, to judge the basis of the bars the
+            // re-fetch cannot reach by those it overwrites.
+            let before = if first_attempt {
+                match probe(env, &s.series, s.first, &pending.dates).await {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errors.push(format!("{}: reading its stored bars: {e}", s.series));
+                        complete = false;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let market = target.market;
+            let plan = Plan {
+                target,
+                ranges: vec![range],
+            };
+            let (outcome, r) = fetch_series(env, &plan, ctx).await;
+            totals.add(&outcome.counters);
+            totals.refetched_for_splits += 1;
+            if let Err(e) = r {
+                let line = format!("{}: re-fetch after a split: {e}", s.series);
                 ctx.log("error", &line).await;
                 errors.push(line);
+                complete = false;
+                continue;
             }
+            // Stored bars older than every page answered were not re-fetched.
+            let Some(served_from) = outcome.answered_from.filter(|a| *a > s.first) else {
+                continue;
+            };
+            let splits = match new_splits(env, symbol, &pending.dates).await {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(format!("{}: reading its splits: {e}", s.series));
+                    complete = false;
+                    continue;
+                }
+            };
+            let unserved = Unserved {
+                series: &s.series,
+                market,
+                first: s.first,
+                served_from,
+            };
+            match rebase_unserved(env, &unserved, &splits, before.as_deref()).await {
+                Ok((n, line)) => {
+                    totals.bars_rebased += n;
+                    ctx.log("info", &line).await;
+                }
+                Err(line) => {
+                    ctx.log("error", &line).await;
+                    errors.push(line);
+                }
+            }
+        }
+        let dates: Vec<i64> = pending.dates.iter().copied().collect();
+        if complete {
+            if let Err(e) = meta.clear_pending_splits(symbol.as_str(), &dates).await {
+                errors.push(format!(
+                    "{symbol}: cannot record the split re-fetch done: {e}"
+                ));
+            }
+        } else {
+            ctx.log(
+                "error",
+                &format!("{symbol}: the re-fetch after its split stays pending; the next task fetching {symbol} retries it"),
+            )
+            .await;
         }
     }
     (totals, errors)
@@ -344,9 +398,9 @@ async fn probe(
     env: &MaintainEnv,
     series: &SeriesKey,
     first: i64,
-    splits: &[NewSplit],
+    dates: &BTreeSet<i64>,
 ) -> Result<Vec<(i64, f64)>, crate::store::StoreError> {
-    let Some(earliest) = splits.iter().map(|s| s.ts).min() else {
+    let Some(&earliest) = dates.first() else {
         return Ok(Vec::new());
     };
     let Ok(range) = TimeRange::new(first, earliest) else {
@@ -356,36 +410,62 @@ async fn probe(
     Ok(bars.iter().map(|b| (b.ts, b.close)).collect())
 }
 
-/// Rescales the stored bars of `[first, served_from)` (which the source no longer serves)
-/// when `before`, compared with what the re-fetch stored, shows them on the old basis.
-/// Returns the bars rescaled and the line for the job's log, or the error line.
-async fn rebase_unserved(
-    env: &MaintainEnv,
-    series: &SeriesKey,
+/// The stored part of a series that a re-fetch could not reach: `[first, served_from)`.
+struct Unserved<'a> {
+    series: &'a SeriesKey,
     market: Option<crate::domain::Market>,
     first: i64,
     served_from: i64,
+}
+
+/// Rescales the stored bars the source no longer serves when [`rebase::decide`] finds them
+/// on the old basis: by `before` (the closes the re-fetch overwrote, `None` when they cannot
+/// be trusted) compared with what the re-fetch stored, and by the jump across the edge.
+/// Returns the bars rescaled and the line for the job's log, or the error line.
+async fn rebase_unserved(
+    env: &MaintainEnv,
+    part: &Unserved<'_>,
     splits: &[NewSplit],
-    before: &[(i64, f64)],
+    before: Option<&[(i64, f64)]>,
 ) -> Result<(u64, String), String> {
+    let (series, served_from) = (part.series, part.served_from);
     let from = time::rfc3339(served_from);
     let fail =
         |e: &dyn std::fmt::Display| format!("{series}: rebasing the bars before {from}: {e}");
-    let old = TimeRange::new(first, served_from).map_err(|e| fail(&e))?;
-    // The oldest re-fetched bars: nearest the part the source no longer serves.
-    let earliest = splits.iter().map(|s| s.ts).min().unwrap_or(served_from);
-    let probed = TimeRange::new(served_from, earliest.min(served_from + rebase::PROBE_SPAN));
-    let after = match probed {
-        Ok(r) => env
-            .writer
-            .primary()
-            .read(series, r)
-            .await
-            .map_err(|e| fail(&e))?,
-        Err(_) => Vec::new(),
+    let read = |r: Result<TimeRange, _>| async move {
+        match r {
+            Ok(r) => env
+                .writer
+                .primary()
+                .read(series, r)
+                .await
+                .map_err(|e| fail(&e)),
+            Err(_) => Ok(Vec::new()),
+        }
     };
-    match rebase::judge(before, &after, splits) {
+    // The oldest re-fetched bars (nearest the part the source no longer serves), and the
+    // newest of that part.
+    let earliest = splits.iter().map(|s| s.ts).min().unwrap_or(served_from);
+    let head = read(TimeRange::new(
+        served_from,
+        earliest.min(served_from + rebase::PROBE_SPAN),
+    ))
+    .await?;
+    let tail = read(TimeRange::new(
+        part.first.max(served_from - rebase::PROBE_SPAN),
+        served_from,
+    ))
+    .await?;
+    let overwritten = before.map(|b| rebase::judge(b, &head, splits));
+    let basis = rebase::decide(overwritten, rebase::judge_edge(&tail, &head, splits));
+    let by = if overwritten.is_some() {
+        "the re-fetched bars before the split were stored on the old one"
+    } else {
+        "the jump to the re-fetched bars is the split's"
+    };
+    match basis {
         Basis::Old { compared } => {
+            let old = TimeRange::new(part.first, served_from).map_err(|e| fail(&e))?;
             let bars = env
                 .writer
                 .primary()
@@ -393,7 +473,7 @@ async fn rebase_unserved(
                 .await
                 .map_err(|e| fail(&e))?;
             let n = bars.len() as u64;
-            let vctx = env.validation_context(env.clock.now(), market);
+            let vctx = env.validation_context(env.clock.now(), part.market);
             let r = env
                 .writer
                 .ingest(series, rebase::rescale(bars, splits), &vctx)
@@ -409,22 +489,21 @@ async fn rebase_unserved(
                 n,
                 format!(
                     "{series}: {n} bars before {from} are older than the source serves; \
-                     rescaled onto the new split basis (the {compared} re-fetched bars before \
-                     the split were stored on the old one)"
+                     rescaled onto the new split basis ({by}; {compared} bars compared)"
                 ),
             ))
         }
         Basis::New { compared } => Ok((
             0,
             format!(
-                "{series}: the bars before {from} are older than the source serves and were \
-                 already on the new split basis ({compared} re-fetched bars agree); left as stored"
+                "{series}: the bars before {from} are older than the source serves and already \
+                 on the new split basis ({compared} bars compared); left as stored"
             ),
         )),
         Basis::Unknown { compared } => Err(format!(
             "{series}: the bars before {from} are older than the source serves and their split \
-             basis cannot be told ({compared} re-fetched bars before the split to compare with); \
-             they are left as stored and may be on the old basis: delete or re-import them"
+             basis cannot be told ({compared} bars compared); they are left as stored and may \
+             be on the old basis: delete or re-import them"
         )),
     }
 }
@@ -527,6 +606,13 @@ async fn fetch_range(
         if !splits.is_empty() {
             let unseen = unseen_splits(env, &series.symbol, &splits).await?;
             if !unseen.is_empty() && has_history_before(env, &series, history_before).await? {
+                // Recorded before the split is stored: a task killed after storing it would
+                // otherwise never see it as new again.
+                env.writer
+                    .meta()
+                    .add_pending_splits(series.symbol.as_str(), &unseen)
+                    .await
+                    .map_err(WriteError::from)?;
                 out.new_splits.extend(unseen);
             }
         }

@@ -15,6 +15,13 @@
 //! stored history was already adjusted (fetched after the split, by a page that did not carry
 //! it) and nothing is rescaled; anything else, or no bar to compare, leaves the bars as they
 //! are and the job reports the series, so that nothing is scaled on a guess.
+//!
+//! The across-the-edge check ([`judge_edge`]: the last bars not re-fetched against the first
+//! re-fetched ones, which are minutes or a night apart, so a split shows as a jump by its
+//! factor) must not contradict that. It alone decides when the overwritten bars cannot be
+//! trusted: a re-fetch resumed after a crash (its first pages were already rewritten), or a
+//! rescale interrupted before its end was recorded. Since it reads only what is stored now, it
+//! also makes the rescale safe to repeat: a part already rescaled shows no jump and is left.
 
 use crate::domain::Bar;
 
@@ -96,6 +103,60 @@ pub fn judge(before: &[(i64, f64)], after: &[Bar], splits: &[NewSplit]) -> Basis
         Basis::New { compared }
     } else {
         Basis::Unknown { compared }
+    }
+}
+
+/// The bars either side of the edge compared by [`judge_edge`].
+pub const EDGE_BARS: usize = 20;
+
+/// Judges the basis of `tail` (the last stored bars not re-fetched) by the jump from them to
+/// `head` (the first re-fetched ones). Only splits after both count, and only factors of at
+/// least 1.2 (or at most 1/1.2): a smaller one is within what prices move overnight.
+pub fn judge_edge(tail: &[Bar], head: &[Bar], splits: &[NewSplit]) -> Basis {
+    let tail = &tail[tail.len().saturating_sub(EDGE_BARS)..];
+    let head = &head[..head.len().min(EDGE_BARS)];
+    let compared = tail.len().min(head.len());
+    let (Some(t_last), Some(h_first), Some(h_last)) = (tail.last(), head.first(), head.last())
+    else {
+        return Basis::Unknown { compared: 0 };
+    };
+    let f = factor(splits, t_last.ts);
+    // A split between the two sides, or within the head, moves the jump.
+    if t_last.ts >= h_first.ts || factor(splits, h_last.ts) != f || f.ln().abs() < 1.2f64.ln() {
+        return Basis::Unknown { compared };
+    }
+    let median = |bars: &[Bar]| {
+        let mut v: Vec<f64> = bars.iter().map(|b| b.close).filter(|c| *c > 0.0).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let (Some(t), Some(h)) = (median(tail), median(head)) else {
+        return Basis::Unknown { compared: 0 };
+    };
+    let jump = (t / h).ln();
+    let tolerance = f.ln().abs() / 3.0;
+    if (jump - f.ln()).abs() < tolerance {
+        Basis::Old { compared }
+    } else if jump.abs() < tolerance {
+        Basis::New { compared }
+    } else {
+        Basis::Unknown { compared }
+    }
+}
+
+/// The basis of the part not re-fetched, from the overwritten bars' verdict (`None` when they
+/// cannot be trusted) and the across-the-edge one: they must not contradict each other.
+pub fn decide(overwritten: Option<Basis>, edge: Basis) -> Basis {
+    use Basis::*;
+    match (overwritten, edge) {
+        (None, e) => e,
+        (Some(Old { compared }), Old { .. } | Unknown { .. }) => Old { compared },
+        (Some(New { compared }), New { .. } | Unknown { .. }) => New { compared },
+        (Some(o), _) => Unknown {
+            compared: match o {
+                Old { compared } | New { compared } | Unknown { compared } => compared,
+            },
+        },
     }
 }
 
@@ -197,6 +258,92 @@ mod tests {
             judge(&[(100, 101.0)], &[bar(100, 100.0)], &tiny),
             Basis::Unknown { compared: 1 }
         );
+    }
+
+    /// A split after every bar of the edge tests.
+    const LATER: NewSplit = NewSplit {
+        ts: 100_000,
+        ratio: 4.0,
+    };
+
+    fn run(from: i64, closes: &[f64]) -> Vec<Bar> {
+        closes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| bar(from + 300 * i as i64, *c))
+            .collect()
+    }
+
+    #[test]
+    fn a_jump_by_the_factor_across_the_edge_is_the_old_basis_and_none_the_new() {
+        let head = run(1_000, &[100.0, 101.0, 99.0, 100.5]);
+        let old_tail = run(0, &[396.0, 404.0, 400.0]);
+        let new_tail = run(0, &[99.0, 101.0, 100.0]);
+        assert_eq!(
+            judge_edge(&old_tail, &head, &[LATER]),
+            Basis::Old { compared: 3 }
+        );
+        assert_eq!(
+            judge_edge(&new_tail, &head, &[LATER]),
+            Basis::New { compared: 3 }
+        );
+        // Halfway (in log terms) is neither.
+        let odd = run(0, &[200.0, 200.0, 200.0]);
+        assert_eq!(
+            judge_edge(&odd, &head, &[LATER]),
+            Basis::Unknown { compared: 3 }
+        );
+        // A reverse split (1:4) jumps the other way.
+        let reverse = [NewSplit {
+            ts: 100_000,
+            ratio: 0.25,
+        }];
+        let tail = run(0, &[25.0, 25.2, 24.9]);
+        assert_eq!(
+            judge_edge(&tail, &head, &reverse),
+            Basis::Old { compared: 3 }
+        );
+    }
+
+    #[test]
+    fn the_edge_says_nothing_of_small_factors_or_splits_between_the_sides() {
+        let head = run(1_000, &[100.0, 101.0]);
+        let small = [NewSplit {
+            ts: 100_000,
+            ratio: 1.1,
+        }];
+        assert!(matches!(
+            judge_edge(&run(0, &[110.0, 111.0]), &head, &small),
+            Basis::Unknown { .. }
+        ));
+        let between = [NewSplit {
+            ts: 400,
+            ratio: 4.0,
+        }];
+        assert!(matches!(
+            judge_edge(&run(0, &[400.0, 404.0]), &head, &between),
+            Basis::Unknown { .. }
+        ));
+        assert_eq!(
+            judge_edge(&[], &head, &[LATER]),
+            Basis::Unknown { compared: 0 }
+        );
+    }
+
+    #[test]
+    fn the_two_verdicts_must_not_contradict() {
+        let (old, new, unknown) = (
+            Basis::Old { compared: 5 },
+            Basis::New { compared: 5 },
+            Basis::Unknown { compared: 5 },
+        );
+        assert_eq!(decide(Some(old), unknown), old);
+        assert_eq!(decide(Some(old), Basis::Old { compared: 9 }), old);
+        assert_eq!(decide(Some(new), unknown), new);
+        assert_eq!(decide(Some(old), new), unknown);
+        assert_eq!(decide(Some(new), old), unknown);
+        assert_eq!(decide(None, old), old);
+        assert_eq!(decide(None, unknown), unknown);
     }
 
     #[test]

@@ -170,6 +170,17 @@ CREATE TABLE node_verify (
     finished_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Splits whose re-fetch of the symbol's stored history (DESIGN §1) has not completed:
+-- recorded before the split itself is stored, cleared once every stored series of the
+-- symbol is on the new basis, so a task killed in between leaves the work to the next one.
+CREATE TABLE pending_splits (
+    symbol    TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    attempts  INTEGER NOT NULL DEFAULT 0,   -- re-fetches started
+    PRIMARY KEY (symbol, ts)
+) WITHOUT ROWID;
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -1110,6 +1121,69 @@ impl MetaDb {
         .await
     }
 
+    /// Records splits of `symbol` whose stored history must be re-fetched (kept if already
+    /// recorded).
+    pub async fn add_pending_splits(&self, symbol: &str, dates: &[i64]) -> Result<(), MetaError> {
+        let (symbol, dates) = (symbol.to_string(), dates.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO pending_splits (symbol, ts) VALUES (?1, ?2)",
+                )?;
+                for ts in dates {
+                    st.execute(params![symbol, ts])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every pending split: `(symbol, ts, re-fetches started)`, by symbol and date.
+    pub async fn pending_splits(&self) -> Result<Vec<(String, i64, u32)>, MetaError> {
+        self.run(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT symbol, ts, attempts FROM pending_splits ORDER BY symbol, ts",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Counts a re-fetch started for the pending splits of `symbol`.
+    pub async fn start_split_refetch(&self, symbol: &str) -> Result<(), MetaError> {
+        let symbol = symbol.to_string();
+        self.run(move |c| {
+            c.prepare_cached(
+                "UPDATE pending_splits SET attempts = attempts + 1 WHERE symbol = ?1",
+            )?
+            .execute(params![symbol])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets pending splits of `symbol`: its history is on their basis.
+    pub async fn clear_pending_splits(&self, symbol: &str, dates: &[i64]) -> Result<(), MetaError> {
+        let (symbol, dates) = (symbol.to_string(), dates.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st =
+                    tx.prepare_cached("DELETE FROM pending_splits WHERE symbol = ?1 AND ts = ?2")?;
+                for ts in dates {
+                    st.execute(params![symbol, ts])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The last verify report of `node`, if it was ever verified.
     pub async fn verify_report(&self, node: &str) -> Result<Option<serde_json::Value>, MetaError> {
         let node = node.to_string();
@@ -1130,6 +1204,28 @@ impl MetaDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pending_splits_are_kept_counted_and_cleared() {
+        let (_d, m) = db();
+        m.add_pending_splits("NVDA", &[200, 100]).await.unwrap();
+        m.add_pending_splits("NVDA", &[100]).await.unwrap();
+        m.add_pending_splits("AAPL", &[50]).await.unwrap();
+        m.start_split_refetch("NVDA").await.unwrap();
+        assert_eq!(
+            m.pending_splits().await.unwrap(),
+            [
+                ("AAPL".to_string(), 50, 0),
+                ("NVDA".to_string(), 100, 1),
+                ("NVDA".to_string(), 200, 1)
+            ]
+        );
+        m.clear_pending_splits("NVDA", &[100, 200]).await.unwrap();
+        assert_eq!(
+            m.pending_splits().await.unwrap(),
+            [("AAPL".to_string(), 50, 0)]
+        );
+    }
 
     fn db() -> (tempfile::TempDir, MetaDb) {
         let dir = tempfile::tempdir().unwrap();

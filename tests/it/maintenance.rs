@@ -187,9 +187,11 @@ fn stored(b: &yahoo_synth::SynthBar) -> dms::domain::Bar {
     }
 }
 
-#[tokio::test]
-async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
-{
+/// NVDA with 1d and 5m series, its 5m history stored 100 days back (from when Yahoo still
+/// served it; it serves 60 days) and brought to now by an update; then a 4:1 split at the
+/// open of the last stored session is served on both intervals. Returns the app, the mock,
+/// the split's series, `now` and the 5m bars stored before the split.
+async fn nvda_5m_history_then_a_split() -> (MockYahoo, TestApp, Synth, i64, Vec<dms::domain::Bar>) {
     let mock = MockYahoo::start().await;
     let t = now();
     let synth = Synth::new("5m", t);
@@ -202,8 +204,6 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
     )
     .await;
     let k = key("NVDA", Interval::M5);
-    // 100 days of 5m history, stored back when Yahoo still served all of it; the update
-    // brings it to now. Yahoo serves 5m bars for 60 days only.
     let old: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &synth, t - 100 * DAY, t - 40 * DAY)
         .iter()
         .map(stored)
@@ -217,9 +217,8 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
     assert_eq!(job["status"], "succeeded", "{job}");
     let before = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
     assert!(before[0].ts < t - 90 * DAY);
-    // A 4:1 split at the open of the last stored session, announced on the daily series
-    // (Yahoo's intraday answers carry no events); the update of the 5m series in the same job
-    // rewrites its last sessions on the new basis before the split is known.
+    // Announced on the daily series (Yahoo's intraday answers carry no events); the update
+    // of the 5m series rewrites its last sessions on the new basis before the split is known.
     let mut i = before.len() - 1;
     while i > 0 && before[i].ts - before[i - 1].ts == 300 {
         i -= 1;
@@ -227,11 +226,22 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
     let split = synth.with_split(before[i].ts, 4.0);
     mock.serve_synthetic("NVDA", split.clone());
     mock.serve_synthetic("NVDA", Synth::new("1d", t).with_split(before[i].ts, 4.0));
-    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    (mock, app, split, t, before)
+}
+
+/// Checks the job rescaled about the bars older than Yahoo's window, and that every stored
+/// 5m bar is now what Yahoo sends on the new basis.
+async fn assert_all_on_the_new_basis(
+    app: &TestApp,
+    job: &serde_json::Value,
+    split: &Synth,
+    t: i64,
+    before: &[dms::domain::Bar],
+    log_says: &str,
+) {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["counters"]["refetched_for_splits"], 2, "{job}");
-    let window_start = t - 60 * DAY;
-    let unserved = before.iter().filter(|b| b.ts < window_start).count() as u64;
+    let unserved = before.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
     let rebased = job["counters"]["bars_rebased"].as_u64().unwrap();
     assert!(
         rebased >= unserved && rebased < unserved + 100,
@@ -243,18 +253,14 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
         .json()
         .await
         .unwrap();
-    assert!(
-        log.to_string()
-            .contains("rescaled onto the new split basis"),
-        "{log}"
-    );
-    // Every stored bar, re-fetched or not, is now what Yahoo sends on the new basis.
+    assert!(log.to_string().contains(log_says), "{log}");
+    let k = key("NVDA", Interval::M5);
     let after = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
-    assert_eq!(after.len(), before.len());
-    let expected: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, before[0].ts, t)
+    let expected: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", split, before[0].ts, t)
         .iter()
         .map(stored)
         .collect();
+    assert_eq!(after.len(), before.len());
     assert_eq!(after.len(), expected.len());
     for (b, e) in after.iter().zip(&expected) {
         assert_eq!(
@@ -265,14 +271,84 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
         );
     }
     assert_eq!(after[0].close, before[0].close / 4.0);
-    // A second update finds nothing new to rescale.
-    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert!(
+        app.services.meta.pending_splits().await.unwrap().is_empty(),
+        "the split's re-fetch is done"
+    );
+    // A second update finds nothing to re-fetch or rescale.
+    let job = run(app, serde_json::json!({"task": "update"})).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(job["counters"]["bars_rebased"], 0, "{job}");
+    assert_eq!(job["counters"]["refetched_for_splits"], 0, "{job}");
     assert_eq!(
         app.services.primary.read(&k, TimeRange::ALL).await.unwrap(),
         after
     );
+}
+
+#[tokio::test]
+async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
+{
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_all_on_the_new_basis(
+        &app,
+        &job,
+        &split,
+        t,
+        &before,
+        "the re-fetched bars before the split were stored on the old one",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_the_edge() {
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    // What a task killed during its re-fetch leaves: the split recorded as pending and
+    // stored, one re-fetch started, and the oldest week Yahoo serves already rewritten on the
+    // new basis (so the bars the next re-fetch overwrites no longer show the old one).
+    let split_at = split.split.unwrap().0;
+    let day = split_at.div_euclid(DAY) * DAY;
+    let nvda = dms::domain::Symbol::parse("NVDA").unwrap();
+    let meta = &app.services.meta;
+    meta.add_pending_splits("NVDA", &[day]).await.unwrap();
+    meta.start_split_refetch("NVDA").await.unwrap();
+    app.services
+        .writer
+        .write_actions(
+            &nvda,
+            &[dms::domain::CorporateAction::split(
+                day,
+                4.0,
+                1.0,
+                dms::domain::SourceKind::Yahoo,
+            )],
+        )
+        .await
+        .unwrap();
+    let from = t - 60 * DAY + 3_600;
+    let k = key("NVDA", Interval::M5);
+    let rewritten: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, from, from + 7 * DAY)
+        .iter()
+        .map(stored)
+        .collect();
+    app.services
+        .writer
+        .write(dms::validate::revalidated_from_store(&k, rewritten).unwrap())
+        .await
+        .unwrap();
+    // The daily page still carries the split, but it is no longer new: the pending record
+    // is what brings the re-fetch back.
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_all_on_the_new_basis(
+        &app,
+        &job,
+        &split,
+        t,
+        &before,
+        "the jump to the re-fetched bars is the split's",
+    )
+    .await;
 }
 
 #[tokio::test]
