@@ -36,7 +36,7 @@ use super::MaintainEnv;
 use super::ctx::JobCtx;
 use super::rebase::{self, Basis, NewSplit};
 use super::universe::Maintained;
-use crate::domain::{ActionKind, SeriesKey, SourceKind, Symbol, TimeRange, time};
+use crate::domain::{ActionKind, Bar, SeriesKey, SourceKind, Symbol, TimeRange, time};
 use crate::ingest::WriteError;
 use crate::source::{Dropped, FetchRequest, SourceError};
 
@@ -463,20 +463,19 @@ async fn rebase_unserved(
     } else {
         "the jump to the re-fetched bars is the split's"
     };
-    match basis {
-        Basis::Old { compared } => {
-            let old = TimeRange::new(part.first, served_from).map_err(|e| fail(&e))?;
-            let bars = env
-                .writer
-                .primary()
-                .read(series, old)
-                .await
-                .map_err(|e| fail(&e))?;
-            let n = bars.len() as u64;
-            let vctx = env.validation_context(env.clock.now(), part.market);
+    let old = TimeRange::new(part.first, served_from).map_err(|e| fail(&e))?;
+    let (from, fail) = (&from, &fail);
+    let rescale = |bars: Vec<Bar>, why: String| async move {
+        let n = bars.len() as u64;
+        let vctx = env.validation_context(env.clock.now(), part.market);
+        // Newest first, a chunk at a time: a rescale cut short leaves an older part on the
+        // old basis ending in a jump, which the next attempt finds.
+        let mut rescaled = rebase::rescale(bars, splits);
+        while !rescaled.is_empty() {
+            let chunk = rescaled.split_off(rescaled.len().saturating_sub(rebase::RESCALE_CHUNK));
             let r = env
                 .writer
-                .ingest(series, rebase::rescale(bars, splits), &vctx)
+                .ingest(series, chunk, &vctx)
                 .await
                 .map_err(|e| fail(&e))?;
             if r.rejected > 0 {
@@ -485,13 +484,52 @@ async fn rebase_unserved(
                     r.rejected
                 )));
             }
-            Ok((
-                n,
-                format!(
-                    "{series}: {n} bars before {from} are older than the source serves; \
-                     rescaled onto the new split basis ({by}; {compared} bars compared)"
-                ),
-            ))
+        }
+        Ok((
+            n,
+            format!(
+                "{series}: {n} bars before {from} are older than the source serves; \
+                 rescaled onto the new split basis ({why})"
+            ),
+        ))
+    };
+    match basis {
+        Basis::Old { compared } => {
+            let bars = env
+                .writer
+                .primary()
+                .read(series, old)
+                .await
+                .map_err(|e| fail(&e))?;
+            rescale(bars, format!("{by}; {compared} bars compared")).await
+        }
+        // After an earlier attempt, the newest of them on the new basis may be the part of
+        // a rescale cut short that was written.
+        Basis::New { .. } if overwritten.is_none() => {
+            let bars = env
+                .writer
+                .primary()
+                .read(series, old)
+                .await
+                .map_err(|e| fail(&e))?;
+            match rebase::old_basis_end(&bars, splits) {
+                Some(end) => {
+                    let mut bars = bars;
+                    bars.truncate(end);
+                    rescale(
+                        bars,
+                        "finishing a rescale cut short: the jump within them is the split's".into(),
+                    )
+                    .await
+                }
+                None => Ok((
+                    0,
+                    format!(
+                        "{series}: the bars before {from} are older than the source serves and \
+                         already on the new split basis; left as stored"
+                    ),
+                )),
+            }
         }
         Basis::New { compared } => Ok((
             0,

@@ -22,6 +22,8 @@
 //! trusted: a re-fetch resumed after a crash (its first pages were already rewritten), or a
 //! rescale interrupted before its end was recorded. Since it reads only what is stored now, it
 //! also makes the rescale safe to repeat: a part already rescaled shows no jump and is left.
+//! The rescale is written newest bars first, a chunk at a time, so one cut short leaves an
+//! older part on the old basis ending in a jump by the factor, which [`old_basis_end`] finds.
 
 use crate::domain::Bar;
 
@@ -142,6 +144,43 @@ pub fn judge_edge(tail: &[Bar], head: &[Bar], splits: &[NewSplit]) -> Basis {
     } else {
         Basis::Unknown { compared }
     }
+}
+
+/// The bars written by one rescale write, newest chunk first.
+pub const RESCALE_CHUNK: usize = 10_000;
+
+/// Where a part on the old basis ends within `bars` (in time order, all before the splits):
+/// the newest position with a jump by the factor across it ([`judge_edge`]), or `None`.
+/// Only factors of at least 2 (or at most 1/2) are looked for: a jump of a smaller one's
+/// two thirds (what [`judge_edge`] accepts) can be a real move, an earnings gap.
+pub fn old_basis_end(bars: &[Bar], splits: &[NewSplit]) -> Option<usize> {
+    if bars
+        .first()
+        .is_none_or(|b| factor(splits, b.ts).ln().abs() < 2f64.ln())
+    {
+        return None;
+    }
+    // The medians either side blur the jump over a few bars: find it, then place it after
+    // the last bar nearer the old level than the new one.
+    let i = (1..bars.len()).rev().find(|&i| {
+        matches!(
+            judge_edge(&bars[..i], &bars[i..], splits),
+            Basis::Old { .. }
+        )
+    })?;
+    let mut level: Vec<f64> = bars[i..bars.len().min(i + EDGE_BARS)]
+        .iter()
+        .map(|b| b.close)
+        .collect();
+    level.sort_by(f64::total_cmp);
+    let level = level[level.len() / 2];
+    let old = |b: &Bar| {
+        let (f, r) = (factor(splits, b.ts).ln(), (b.close / level).ln());
+        (r - f).abs() < r.abs()
+    };
+    let lo = i.saturating_sub(EDGE_BARS);
+    let hi = bars.len().min(i + EDGE_BARS);
+    (lo..hi).rev().find(|&k| old(&bars[k])).map(|k| k + 1)
 }
 
 /// The basis of the part not re-fetched, from the overwritten bars' verdict (`None` when they
@@ -327,6 +366,41 @@ mod tests {
         assert_eq!(
             judge_edge(&[], &head, &[LATER]),
             Basis::Unknown { compared: 0 }
+        );
+    }
+
+    #[test]
+    fn an_interrupted_rescale_leaves_a_jump_where_its_old_part_ends() {
+        // Oldest 30 bars still old (about 400), the newer 25 rescaled (about 100).
+        let closes: Vec<f64> = (0..55)
+            .map(|i| {
+                if i < 30 {
+                    400.0 + (i % 3) as f64
+                } else {
+                    100.0 + (i % 2) as f64
+                }
+            })
+            .collect();
+        let bars = run(0, &closes);
+        assert_eq!(old_basis_end(&bars, &[LATER]), Some(30));
+        let mut one_more = closes.clone();
+        one_more[30] = 400.0;
+        assert_eq!(old_basis_end(&run(0, &one_more), &[LATER]), Some(31));
+        // A 3:2 split is not looked for inside stored history.
+        let small = [NewSplit {
+            ts: 100_000,
+            ratio: 1.5,
+        }];
+        let closes: Vec<f64> = (0..55)
+            .map(|i| if i < 30 { 150.0 } else { 100.0 })
+            .collect();
+        assert_eq!(old_basis_end(&run(0, &closes), &small), None);
+        let done = rescale(bars[..30].to_vec(), &[LATER]);
+        let all: Vec<Bar> = done.into_iter().chain(bars[30..].iter().copied()).collect();
+        assert_eq!(
+            old_basis_end(&all, &[LATER]),
+            None,
+            "nothing left to rescale"
         );
     }
 

@@ -229,19 +229,18 @@ async fn nvda_5m_history_then_a_split() -> (MockYahoo, TestApp, Synth, i64, Vec<
     (mock, app, split, t, before)
 }
 
-/// Checks the job rescaled about the bars older than Yahoo's window, and that every stored
-/// 5m bar is now what Yahoo sends on the new basis.
+/// Checks the job rescaled the bars older than Yahoo's window still on the old basis (all of
+/// them but `already`), and that every stored 5m bar is now what Yahoo sends on the new basis.
 async fn assert_all_on_the_new_basis(
     app: &TestApp,
     job: &serde_json::Value,
-    split: &Synth,
-    t: i64,
-    before: &[dms::domain::Bar],
+    (split, t, before): (&Synth, i64, &[dms::domain::Bar]),
+    already: u64,
     log_says: &str,
 ) {
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["counters"]["refetched_for_splits"], 2, "{job}");
-    let unserved = before.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
+    let unserved = before.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64 - already;
     let rebased = job["counters"]["bars_rebased"].as_u64().unwrap();
     assert!(
         rebased >= unserved && rebased < unserved + 100,
@@ -293,9 +292,8 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
     assert_all_on_the_new_basis(
         &app,
         &job,
-        &split,
-        t,
-        &before,
+        (&split, t, &before),
+        0,
         "the re-fetched bars before the split were stored on the old one",
     )
     .await;
@@ -343,10 +341,58 @@ async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_
     assert_all_on_the_new_basis(
         &app,
         &job,
-        &split,
-        t,
-        &before,
+        (&split, t, &before),
+        0,
         "the jump to the re-fetched bars is the split's",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rescale_cut_short_is_finished_by_the_next_update_and_nothing_is_rescaled_twice() {
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    // What a task killed while writing the rescale leaves: the split pending and stored, the
+    // window re-fetched, and the newest bars older than the window already rescaled (the
+    // rescale writes newest first), the rest still on the old basis.
+    let split_at = split.split.unwrap().0;
+    let day = split_at.div_euclid(DAY) * DAY;
+    let nvda = dms::domain::Symbol::parse("NVDA").unwrap();
+    let meta = &app.services.meta;
+    meta.add_pending_splits("NVDA", &[day]).await.unwrap();
+    meta.start_split_refetch("NVDA").await.unwrap();
+    app.services
+        .writer
+        .write_actions(
+            &nvda,
+            &[dms::domain::CorporateAction::split(
+                day,
+                4.0,
+                1.0,
+                dms::domain::SourceKind::Yahoo,
+            )],
+        )
+        .await
+        .unwrap();
+    let k = key("NVDA", Interval::M5);
+    let cut = t - 75 * DAY;
+    let rewritten: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, cut, t)
+        .iter()
+        .map(stored)
+        .collect();
+    let already = rewritten.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
+    assert!(already > 500);
+    app.services
+        .writer
+        .write(dms::validate::revalidated_from_store(&k, rewritten).unwrap())
+        .await
+        .unwrap();
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_all_on_the_new_basis(
+        &app,
+        &job,
+        (&split, t, &before),
+        already,
+        "finishing a rescale cut short",
     )
     .await;
 }
