@@ -1212,3 +1212,157 @@ async fn an_hk_minute_series_from_opend_loses_a_week_and_the_update_fills_exactl
     assert_eq!(after, full, "every bar is back, once");
     assert!(gaps_of(&app, "symbols=0700.HK").await.is_empty());
 }
+
+/// The crash the pending-split record is for, on the real `dms serve`: killed with SIGKILL
+/// once its update has stored a new split and before the re-fetch of the symbol's history has
+/// ended. After the restart the resumed job finishes the re-fetch, and the 5m bars older than
+/// Yahoo's window (imported earlier) end on the new basis like the rest.
+#[tokio::test]
+async fn a_split_refetch_killed_with_sigkill_is_finished_after_a_restart() {
+    let mock = MockYahoo::start().await;
+    let t = now();
+    let synth = Synth::new("5m", t);
+    mock.serve_synthetic("NVDA", synth.clone());
+    mock.serve_synthetic("NVDA", Synth::new("1d", t));
+    let cmd = crate::helpers::app::DmsCommand::new(&format!(
+        "sources: {{ yahoo: {{ base_url: \"{}\", requests_per_minute: 0 }} }}\n\
+         universe: [{{symbol: NVDA, source: yahoo, intervals: [1d, 5m]}}]\n\
+         history: {{ default_start_years: 1 }}\n",
+        mock.base_url()
+    ));
+    // 5m history from when Yahoo still served it, imported before the server starts.
+    let old = yahoo_synth::bars("NVDA", &synth, t - 100 * DAY, t - 40 * DAY);
+    let mut csv = String::from("symbol,ts,open,high,low,close,volume\n");
+    for b in &old {
+        csv.push_str(&format!(
+            "NVDA,{},{},{},{},{},{}\n",
+            time::rfc3339(b.ts),
+            b.open.unwrap(),
+            b.high.unwrap(),
+            b.low.unwrap(),
+            b.close.unwrap(),
+            b.volume.unwrap()
+        ));
+    }
+    let path = cmd.write("old.csv", &csv);
+    let o = cmd.run(&[
+        "import",
+        "--path",
+        path.to_str().unwrap(),
+        "--interval",
+        "5m",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let data = cmd.dir.path().join("data");
+    let client = reqwest::Client::new();
+    let submit = |base: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/api/v1/jobs"))
+                .json(&serde_json::json!({"task": "update"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let finished = |base: String, id: u64| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let job = get(format!("{base}/api/v1/jobs/{id}")).await;
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            assert!(std::time::Instant::now() < deadline, "{job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut server = cmd.serve();
+    let base = serving(&data).await;
+    let id = submit(base.clone()).await;
+    assert_eq!(finished(base.clone(), id).await["status"], "succeeded");
+
+    // A 4:1 split at the open of the session of the last stored bar (announced on the daily
+    // series), every answer slow: kill once the job says it found the split.
+    let last = yahoo_synth::bars("NVDA", &synth, t - 5 * DAY, t);
+    let session_open = last
+        .iter()
+        .rev()
+        .find(|b| last.iter().all(|p| p.ts >= b.ts || p.ts < b.ts - 4 * 3_600))
+        .unwrap()
+        .ts;
+    let split = synth.with_split(session_open, 4.0);
+    mock.serve_synthetic("NVDA", split.clone());
+    mock.serve_synthetic("NVDA", Synth::new("1d", t).with_split(session_open, 4.0));
+    mock.fail_always(
+        "*",
+        crate::helpers::mock_yahoo::Fault::Slow(Duration::from_secs(2)),
+    );
+    let id = submit(base.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = get(format!("{base}/api/v1/jobs/{id}/log")).await;
+        if log.to_string().contains("new split") {
+            break;
+        }
+        let job = get(format!("{base}/api/v1/jobs/{id}")).await;
+        assert!(
+            matches!(job["status"].as_str(), Some("queued" | "running")),
+            "finished before the kill: {job}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+
+    mock.clear_faults();
+    let mut server = cmd.serve();
+    let base = serving(&data).await;
+    let job = finished(base.clone(), id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        job["counters"]["bars_rebased"].as_u64().unwrap() > 0,
+        "{job}"
+    );
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+
+    let store = EmbeddedStore::open(&data.join("bars.db")).unwrap();
+    let stored = store
+        .read(&key("NVDA", Interval::M5), TimeRange::ALL)
+        .await
+        .unwrap();
+    let expected = yahoo_synth::bars("NVDA", &split, t - 100 * DAY, t);
+    assert_eq!(stored.len(), expected.len());
+    for (b, e) in stored.iter().zip(&expected) {
+        assert_eq!(
+            (b.ts, Some(b.close), b.volume),
+            (e.ts, e.close, e.volume.unwrap() as f64),
+            "stored bar at {} not on the new basis",
+            time::rfc3339(b.ts)
+        );
+    }
+    let meta = dms::store::meta::MetaDb::open(&data.join("meta.db")).unwrap();
+    assert!(meta.pending_splits().await.unwrap().is_empty());
+}
