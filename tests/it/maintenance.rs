@@ -1,9 +1,10 @@
 //! Maintenance through the API against the mock Yahoo: incremental updates from the latest
 //! stored bar and of holes inside a series, sessions a source confirms empty, HK lunch breaks,
-//! the persisted universe, splits that re-fetch stored history, schedules, alerts raised by
+//! the persisted universe, splits that re-fetch stored history (and rescale what Yahoo no
+//! longer serves, also after a re-fetch or rescale cut short), schedules, alerts raised by
 //! failing jobs, requests refused before anything is created, `sync` and `verify` jobs
-//! against an embedded backup node, a backfill of the real `dms serve` killed with SIGKILL
-//! and resumed, and the outage of an HK minute series served by the fake OpenD.
+//! against an embedded backup node, a backfill and a split re-fetch of the real `dms serve`
+//! killed with SIGKILL and resumed, and the outage of an HK minute series served by the fake OpenD.
 
 use std::time::Duration;
 
