@@ -495,23 +495,13 @@ async fn rebase_unserved(
     };
     match basis {
         Basis::Old { compared } => {
-            let bars = env
-                .writer
-                .primary()
-                .read(series, old)
-                .await
-                .map_err(|e| fail(&e))?;
+            let bars = read(Ok(old)).await?;
             rescale(bars, format!("{by}; {compared} bars compared")).await
         }
         // After an earlier attempt, the newest of them on the new basis may be the part of
         // a rescale cut short that was written.
         Basis::New { .. } if overwritten.is_none() => {
-            let bars = env
-                .writer
-                .primary()
-                .read(series, old)
-                .await
-                .map_err(|e| fail(&e))?;
+            let bars = read(Ok(old)).await?;
             match rebase::old_basis_end(&bars, splits) {
                 Some(end) => {
                     let mut bars = bars;

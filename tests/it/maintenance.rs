@@ -285,6 +285,42 @@ async fn assert_all_on_the_new_basis(
     );
 }
 
+/// Leaves what a task killed during a split's re-fetch leaves: the split recorded as pending
+/// and stored, one re-fetch started, and the 5m bars of `[from, to)` already rewritten on the
+/// new basis. Returns how many of those are older than Yahoo's window.
+async fn left_by_a_killed_refetch(app: &TestApp, split: &Synth, t: i64, from: i64, to: i64) -> u64 {
+    let day = split.split.unwrap().0.div_euclid(DAY) * DAY;
+    let meta = &app.services.meta;
+    meta.add_pending_splits("NVDA", &[day]).await.unwrap();
+    meta.start_split_refetch("NVDA").await.unwrap();
+    app.services
+        .writer
+        .write_actions(
+            &dms::domain::Symbol::parse("NVDA").unwrap(),
+            &[dms::domain::CorporateAction::split(
+                day,
+                4.0,
+                1.0,
+                dms::domain::SourceKind::Yahoo,
+            )],
+        )
+        .await
+        .unwrap();
+    let rewritten: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", split, from, to)
+        .iter()
+        .map(stored)
+        .collect();
+    let unserved = rewritten.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
+    app.services
+        .writer
+        .write(
+            dms::validate::revalidated_from_store(&key("NVDA", Interval::M5), rewritten).unwrap(),
+        )
+        .await
+        .unwrap();
+    unserved
+}
+
 #[tokio::test]
 async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
 {
@@ -303,39 +339,10 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
 #[tokio::test]
 async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_the_edge() {
     let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
-    // What a task killed during its re-fetch leaves: the split recorded as pending and
-    // stored, one re-fetch started, and the oldest week Yahoo serves already rewritten on the
-    // new basis (so the bars the next re-fetch overwrites no longer show the old one).
-    let split_at = split.split.unwrap().0;
-    let day = split_at.div_euclid(DAY) * DAY;
-    let nvda = dms::domain::Symbol::parse("NVDA").unwrap();
-    let meta = &app.services.meta;
-    meta.add_pending_splits("NVDA", &[day]).await.unwrap();
-    meta.start_split_refetch("NVDA").await.unwrap();
-    app.services
-        .writer
-        .write_actions(
-            &nvda,
-            &[dms::domain::CorporateAction::split(
-                day,
-                4.0,
-                1.0,
-                dms::domain::SourceKind::Yahoo,
-            )],
-        )
-        .await
-        .unwrap();
+    // The oldest week Yahoo serves was rewritten on the new basis, so the bars the next
+    // re-fetch overwrites no longer show the old one.
     let from = t - 60 * DAY + 3_600;
-    let k = key("NVDA", Interval::M5);
-    let rewritten: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, from, from + 7 * DAY)
-        .iter()
-        .map(stored)
-        .collect();
-    app.services
-        .writer
-        .write(dms::validate::revalidated_from_store(&k, rewritten).unwrap())
-        .await
-        .unwrap();
+    left_by_a_killed_refetch(&app, &split, t, from, from + 7 * DAY).await;
     // The daily page still carries the split, but it is no longer new: the pending record
     // is what brings the re-fetch back.
     let job = run(&app, serde_json::json!({"task": "update"})).await;
@@ -352,41 +359,10 @@ async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_
 #[tokio::test]
 async fn a_rescale_cut_short_is_finished_by_the_next_update_and_nothing_is_rescaled_twice() {
     let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
-    // What a task killed while writing the rescale leaves: the split pending and stored, the
-    // window re-fetched, and the newest bars older than the window already rescaled (the
+    // The window was re-fetched and the newest bars older than it already rescaled (the
     // rescale writes newest first), the rest still on the old basis.
-    let split_at = split.split.unwrap().0;
-    let day = split_at.div_euclid(DAY) * DAY;
-    let nvda = dms::domain::Symbol::parse("NVDA").unwrap();
-    let meta = &app.services.meta;
-    meta.add_pending_splits("NVDA", &[day]).await.unwrap();
-    meta.start_split_refetch("NVDA").await.unwrap();
-    app.services
-        .writer
-        .write_actions(
-            &nvda,
-            &[dms::domain::CorporateAction::split(
-                day,
-                4.0,
-                1.0,
-                dms::domain::SourceKind::Yahoo,
-            )],
-        )
-        .await
-        .unwrap();
-    let k = key("NVDA", Interval::M5);
-    let cut = t - 75 * DAY;
-    let rewritten: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, cut, t)
-        .iter()
-        .map(stored)
-        .collect();
-    let already = rewritten.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
+    let already = left_by_a_killed_refetch(&app, &split, t, t - 75 * DAY, t).await;
     assert!(already > 500);
-    app.services
-        .writer
-        .write(dms::validate::revalidated_from_store(&k, rewritten).unwrap())
-        .await
-        .unwrap();
     let job = run(&app, serde_json::json!({"task": "update"})).await;
     assert_all_on_the_new_basis(
         &app,
