@@ -191,17 +191,22 @@ fn stored(b: &yahoo_synth::SynthBar) -> dms::domain::Bar {
 /// NVDA with 1d and 5m series, its 5m history stored 100 days back (from when Yahoo still
 /// served it; it serves 60 days) and brought to now by an update; then a 4:1 split at the
 /// open of the last stored session is served on both intervals. Returns the app, the mock,
-/// the split's series, `now` and the 5m bars stored before the split.
-async fn nvda_5m_history_then_a_split() -> (MockYahoo, TestApp, Synth, i64, Vec<dms::domain::Bar>) {
+/// the split's series, `now` and the 5m bars stored before the split. `extra`: more
+/// configuration variables.
+async fn nvda_5m_history_then_a_split(
+    extra: &[(&str, &str)],
+) -> (MockYahoo, TestApp, Synth, i64, Vec<dms::domain::Bar>) {
     let mock = MockYahoo::start().await;
     let t = now();
     let synth = Synth::new("5m", t);
     mock.serve_synthetic("NVDA", synth.clone());
     mock.serve_synthetic("NVDA", Synth::new("1d", t));
+    let mut env = vec![("DMS__HISTORY__DEFAULT_START_YEARS", "1")];
+    env.extend_from_slice(extra);
     let app = app_on(
         &mock,
         "[{symbol: NVDA, source: yahoo, intervals: [1d, 5m]}]",
-        &[("DMS__HISTORY__DEFAULT_START_YEARS", "1")],
+        &env,
     )
     .await;
     let k = key("NVDA", Interval::M5);
@@ -324,7 +329,11 @@ async fn left_by_a_killed_refetch(app: &TestApp, split: &Synth, t: i64, from: i6
 #[tokio::test]
 async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
 {
-    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("b1.db");
+    let backups = format!("[{{ name: b1, kind: embedded, path: {backup:?} }}]");
+    let (_mock, app, split, t, before) =
+        nvda_5m_history_then_a_split(&[("DMS__STORAGE__BACKUPS", &backups)]).await;
     let job = run(&app, serde_json::json!({"task": "update"})).await;
     assert_all_on_the_new_basis(
         &app,
@@ -334,11 +343,25 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
         "the re-fetched bars before the split were stored on the old one",
     )
     .await;
+    // The rescale went through the change log like any write: a backup holds it too.
+    let (_, job) = app
+        .run_job(&serde_json::json!({"task": "sync", "node": "b1"}))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let k = key("NVDA", Interval::M5);
+    assert_eq!(
+        EmbeddedStore::open(&backup)
+            .unwrap()
+            .read(&k, TimeRange::ALL)
+            .await
+            .unwrap(),
+        app.services.primary.read(&k, TimeRange::ALL).await.unwrap()
+    );
 }
 
 #[tokio::test]
 async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_the_edge() {
-    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[]).await;
     // The oldest week Yahoo serves was rewritten on the new basis, so the bars the next
     // re-fetch overwrites no longer show the old one.
     let from = t - 60 * DAY + 3_600;
@@ -358,7 +381,7 @@ async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_
 
 #[tokio::test]
 async fn a_rescale_cut_short_is_finished_by_the_next_update_and_nothing_is_rescaled_twice() {
-    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split().await;
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[]).await;
     // The window was re-fetched and the newest bars older than it already rescaled (the
     // rescale writes newest first), the rest still on the old basis.
     let already = left_by_a_killed_refetch(&app, &split, t, t - 75 * DAY, t).await;
