@@ -299,6 +299,7 @@ async fn refetch_history(
             // The stored closes before the splits, to judge the basis of the bars the
             // re-fetch cannot reach by those it overwrites.
             let before = if first_attempt {
+                let _guard = env.locks.lock(&s.series).await;
                 match probe(env, &s.series, s.first, &pending.dates).await {
                     Ok(v) => Some(v),
                     Err(e) => {
@@ -343,7 +344,11 @@ async fn refetch_history(
                 first: s.first,
                 served_from,
             };
-            match rebase_unserved(env, &unserved, &splits, before.as_deref()).await {
+            // Like the re-fetch, under the series lock: no other task writes it meanwhile.
+            let guard = env.locks.lock(&s.series).await;
+            let rebased = rebase_unserved(env, &unserved, &splits, before.as_deref()).await;
+            drop(guard);
+            match rebased {
                 Ok((n, line)) => {
                     totals.bars_rebased += n;
                     ctx.log("info", &line).await;
