@@ -360,6 +360,50 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
 }
 
 #[tokio::test]
+async fn a_split_rescales_the_history_yahoo_no_longer_serves_on_an_influxdb_primary_and_its_backup()
+{
+    let influxd = crate::helpers::influxd::shared();
+    let (db, backup_db) = (
+        influxd.unique_database("rebase"),
+        influxd.unique_database("rebase_b1"),
+    );
+    let primary = format!(
+        "{{kind: influxdb, url: \"{}\", api: v1, database: {db}}}",
+        influxd.url
+    );
+    let backups = format!(
+        "[{{ name: b1, kind: influxdb, url: \"{}\", api: v1, database: {backup_db} }}]",
+        influxd.url
+    );
+    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[
+        ("DMS__STORAGE__PRIMARY", &primary),
+        ("DMS__STORAGE__BACKUPS", &backups),
+    ])
+    .await;
+    let job = run(&app, serde_json::json!({"task": "update"})).await;
+    assert_all_on_the_new_basis(
+        &app,
+        &job,
+        (&split, t, &before),
+        0,
+        "the re-fetched bars before the split were stored on the old one",
+    )
+    .await;
+    let (_, job) = app
+        .run_job(&serde_json::json!({"task": "sync", "node": "b1"}))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let k = key("NVDA", Interval::M5);
+    let node = dms::store::influx::InfluxStore::connect(&influxd.config(&backup_db))
+        .await
+        .unwrap();
+    assert_eq!(
+        node.read(&k, TimeRange::ALL).await.unwrap(),
+        app.services.primary.read(&k, TimeRange::ALL).await.unwrap()
+    );
+}
+
+#[tokio::test]
 async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_the_edge() {
     let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[]).await;
     // The oldest week Yahoo serves was rewritten on the new basis, so the bars the next
