@@ -163,7 +163,6 @@ pub async fn fetch_plans(
     ctx.set_done(total - todo.len() as u64);
     let mut totals = FetchCounters::default();
     let mut errors = Vec::new();
-    let mut split_symbols: BTreeMap<Symbol, Pending> = BTreeMap::new();
     let mut results = futures::stream::iter(todo.into_iter().map(|plan| {
         let env = env.clone();
         async move {
@@ -211,11 +210,6 @@ pub async fn fetch_plans(
                 ),
             )
             .await;
-            split_symbols
-                .entry(series.symbol.clone())
-                .or_default()
-                .dates
-                .insert(*ts);
         }
         ctx.inc_done();
         ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
@@ -226,29 +220,45 @@ pub async fn fetch_plans(
     }
     drop(results);
     // What meta.db holds pending includes the splits just found (recorded before they were
-    // stored) and those a task killed before its re-fetch ended left.
-    match env.writer.meta().pending_splits().await {
-        Ok(rows) => {
-            for (symbol, ts, attempts) in rows {
-                let Ok(symbol) = Symbol::parse(&symbol) else {
-                    continue;
-                };
-                if plan_symbols.contains(&symbol) {
-                    let p = split_symbols.entry(symbol).or_default();
-                    p.dates.insert(ts);
-                    p.attempts = p.attempts.max(attempts);
+    // stored) and those a task killed before its re-fetch ended left. One task at a time: a
+    // job that waited finds what the other finished cleared, or counted as started.
+    match pending_splits(env, &plan_symbols).await {
+        Ok(p) if p.is_empty() => {}
+        Ok(_) => {
+            let _one_at_a_time = env.locks.lock_split_refetch().await;
+            match pending_splits(env, &plan_symbols).await {
+                Ok(pending) if !pending.is_empty() => {
+                    let (c, e) = refetch_history(env, &pending, ctx).await;
+                    totals.add(&c);
+                    errors.extend(e);
+                    ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
                 }
+                Ok(_) => {}
+                Err(e) => errors.push(format!("cannot read the pending split re-fetches: {e}")),
             }
         }
         Err(e) => errors.push(format!("cannot read the pending split re-fetches: {e}")),
     }
-    if !split_symbols.is_empty() {
-        let (c, e) = refetch_history(env, &split_symbols, ctx).await;
-        totals.add(&c);
-        errors.extend(e);
-        ctx.set_counters(serde_json::to_value(&totals).unwrap_or_default());
-    }
     (totals, errors)
+}
+
+/// The pending splits of `symbols`.
+async fn pending_splits(
+    env: &MaintainEnv,
+    symbols: &BTreeSet<Symbol>,
+) -> Result<BTreeMap<Symbol, Pending>, crate::store::meta::MetaError> {
+    let mut out: BTreeMap<Symbol, Pending> = BTreeMap::new();
+    for (symbol, ts, attempts) in env.writer.meta().pending_splits().await? {
+        let Ok(symbol) = Symbol::parse(&symbol) else {
+            continue;
+        };
+        if symbols.contains(&symbol) {
+            let p = out.entry(symbol).or_default();
+            p.dates.insert(ts);
+            p.attempts = p.attempts.max(attempts);
+        }
+    }
+    Ok(out)
 }
 
 /// Splits of one symbol whose re-fetch has not completed.

@@ -14,6 +14,9 @@ pub struct SeriesLocks {
     /// A std `Mutex` around the map: held only to find or insert an entry, never across an
     /// `.await` (the per-series tokio mutex is awaited after it is released).
     map: Arc<Mutex<HashMap<SeriesKey, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Held by the one task re-fetching history after splits (they are rare; two jobs meeting
+    /// the same split must not both rescale what the source no longer serves).
+    splits: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Holds a series until dropped.
@@ -37,6 +40,11 @@ impl Drop for SeriesGuard {
 }
 
 impl SeriesLocks {
+    /// Waits until no other task re-fetches history after a split, then holds that.
+    pub async fn lock_split_refetch(&self) -> OwnedMutexGuard<()> {
+        self.splits.clone().lock_owned().await
+    }
+
     /// Waits until no other job holds `series`, then holds it.
     pub async fn lock(&self, series: &SeriesKey) -> SeriesGuard {
         let m = {

@@ -404,6 +404,45 @@ async fn a_split_rescales_the_history_yahoo_no_longer_serves_on_an_influxdb_prim
 }
 
 #[tokio::test]
+async fn two_updates_meeting_the_same_split_at_once_rescale_the_history_once() {
+    let (mock, app, split, t, before) = nvda_5m_history_then_a_split(&[]).await;
+    // Slow answers, so that the two jobs overlap.
+    mock.fail_always(
+        "*",
+        crate::helpers::mock_yahoo::Fault::Slow(Duration::from_millis(300)),
+    );
+    // One update of each interval: no series in common, so nothing but the split re-fetch
+    // itself keeps them apart; the daily one finds the split, both find it pending.
+    let daily = serde_json::json!({"task": "update", "interval": "1d"});
+    let minutes = serde_json::json!({"task": "update", "interval": "5m"});
+    let (a, b) = tokio::join!(app.run_job(&daily), app.run_job(&minutes));
+    let (a, b) = (a.1, b.1);
+    assert_eq!(
+        (&a["status"], &b["status"]),
+        (&"succeeded".into(), &"succeeded".into()),
+        "{a} {b}"
+    );
+    let unserved = before.iter().filter(|b| b.ts < t - 60 * DAY).count() as u64;
+    let rebased = |j: &serde_json::Value| j["counters"]["bars_rebased"].as_u64().unwrap();
+    let total = rebased(&a) + rebased(&b);
+    assert!(
+        total >= unserved && total < unserved + 100,
+        "rescaled once between them: {a} {b}"
+    );
+    let k = key("NVDA", Interval::M5);
+    let after = app.services.primary.read(&k, TimeRange::ALL).await.unwrap();
+    let expected: Vec<dms::domain::Bar> = yahoo_synth::bars("NVDA", &split, before[0].ts, t)
+        .iter()
+        .map(stored)
+        .collect();
+    assert_eq!(after.len(), expected.len());
+    for (b, e) in after.iter().zip(&expected) {
+        assert_eq!((b.ts, b.close, b.volume), (e.ts, e.close, e.volume));
+    }
+    assert!(app.services.meta.pending_splits().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_split_refetch_cut_short_is_finished_by_the_next_update_judged_across_the_edge() {
     let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[]).await;
     // The oldest week Yahoo serves was rewritten on the new basis, so the bars the next
