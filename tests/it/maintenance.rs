@@ -326,14 +326,10 @@ async fn left_by_a_killed_refetch(app: &TestApp, split: &Synth, t: i64, from: i6
     unserved
 }
 
-#[tokio::test]
-async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
-{
-    let backup_dir = tempfile::tempdir().unwrap();
-    let backup = backup_dir.path().join("b1.db");
-    let backups = format!("[{{ name: b1, kind: embedded, path: {backup:?} }}]");
-    let (_mock, app, split, t, before) =
-        nvda_5m_history_then_a_split(&[("DMS__STORAGE__BACKUPS", &backups)]).await;
+/// The normal case on the stores `extra` configures (with a backup node `b1`): the update
+/// rescales, then a `sync` ships it. Returns the app (and the mock, which must outlive it).
+async fn rescaled_then_synced(extra: &[(&str, &str)]) -> (MockYahoo, TestApp) {
+    let (mock, app, split, t, before) = nvda_5m_history_then_a_split(extra).await;
     let job = run(&app, serde_json::json!({"task": "update"})).await;
     assert_all_on_the_new_basis(
         &app,
@@ -343,18 +339,25 @@ async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_sh
         "the re-fetched bars before the split were stored on the old one",
     )
     .await;
-    // The rescale went through the change log like any write: a backup holds it too.
+    // The rescale went through the change log like any write: the backup gets it too.
     let (_, job) = app
         .run_job(&serde_json::json!({"task": "sync", "node": "b1"}))
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    (mock, app)
+}
+
+#[tokio::test]
+async fn a_new_split_rescales_the_5m_history_older_than_yahoos_window_once_it_shows_the_old_basis()
+{
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("b1.db");
+    let backups = format!("[{{ name: b1, kind: embedded, path: {backup:?} }}]");
+    let (_mock, app) = rescaled_then_synced(&[("DMS__STORAGE__BACKUPS", &backups)]).await;
     let k = key("NVDA", Interval::M5);
+    let node = EmbeddedStore::open(&backup).unwrap();
     assert_eq!(
-        EmbeddedStore::open(&backup)
-            .unwrap()
-            .read(&k, TimeRange::ALL)
-            .await
-            .unwrap(),
+        node.read(&k, TimeRange::ALL).await.unwrap(),
         app.services.primary.read(&k, TimeRange::ALL).await.unwrap()
     );
 }
@@ -375,24 +378,11 @@ async fn a_split_rescales_the_history_yahoo_no_longer_serves_on_an_influxdb_prim
         "[{{ name: b1, kind: influxdb, url: \"{}\", api: v1, database: {backup_db} }}]",
         influxd.url
     );
-    let (_mock, app, split, t, before) = nvda_5m_history_then_a_split(&[
+    let (_mock, app) = rescaled_then_synced(&[
         ("DMS__STORAGE__PRIMARY", &primary),
         ("DMS__STORAGE__BACKUPS", &backups),
     ])
     .await;
-    let job = run(&app, serde_json::json!({"task": "update"})).await;
-    assert_all_on_the_new_basis(
-        &app,
-        &job,
-        (&split, t, &before),
-        0,
-        "the re-fetched bars before the split were stored on the old one",
-    )
-    .await;
-    let (_, job) = app
-        .run_job(&serde_json::json!({"task": "sync", "node": "b1"}))
-        .await;
-    assert_eq!(job["status"], "succeeded", "{job}");
     let k = key("NVDA", Interval::M5);
     let node = dms::store::influx::InfluxStore::connect(&influxd.config(&backup_db))
         .await
