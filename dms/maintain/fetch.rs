@@ -14,7 +14,10 @@
 //! [`fetch_plans`] then re-fetches every stored series of that symbol over its whole stored
 //! range, logging why, so all stored bars share one basis. The part the source no longer
 //! serves (Yahoo's intraday windows) is rescaled by the split ratios once the bars the
-//! re-fetch overwrote show it is on the old basis ([`super::rebase`]).
+//! re-fetch overwrote and the jump across the edge show it is on the old basis
+//! ([`super::rebase`]). The re-fetch is recorded pending in `meta.db` before the split is
+//! stored and cleared when the symbol is done, so a task killed in between leaves it to the
+//! next one fetching the symbol.
 //!
 //! **Confirmed empties.** Each page a source answered says which span it covers
 //! ([`crate::source::Page::range`]); after the page is stored, the sessions of that span the
